@@ -1,0 +1,30 @@
+"""Networks: the VMamba encoder of OpenUS, its selective-scan ops, and checkpoint loading."""
+
+from .checkpoint import LoadReport, load_openus_checkpoint, read_state_dict
+from .layers import LayerNorm2d, Linear2d, Mlp2d
+from .ops.attention import ScanParams, attention_map, attention_scores
+from .ops.scan_cpu import linear_recurrence
+from .ops.selective_scan import available_backends, selective_scan
+from .ss2d import SS2D
+from .vmamba import VMamba, VSSBlock, vmamba_base, vmamba_small, vmamba_tiny
+
+__all__ = [
+    "LayerNorm2d",
+    "Linear2d",
+    "LoadReport",
+    "Mlp2d",
+    "SS2D",
+    "ScanParams",
+    "VMamba",
+    "VSSBlock",
+    "attention_map",
+    "attention_scores",
+    "available_backends",
+    "linear_recurrence",
+    "load_openus_checkpoint",
+    "read_state_dict",
+    "selective_scan",
+    "vmamba_base",
+    "vmamba_small",
+    "vmamba_tiny",
+]

@@ -1,0 +1,39 @@
+"""Channel-first building blocks shared by the encoder and decoder."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+__all__ = ["LayerNorm2d", "Linear2d", "Mlp2d"]
+
+
+class LayerNorm2d(nn.LayerNorm):
+    """LayerNorm over the channels of a ``[B, C, H, W]`` map (parameters ``weight``/``bias`` ``[C]``)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = F.layer_norm(x.permute(0, 2, 3, 1), self.normalized_shape, self.weight, self.bias, self.eps)
+        return x.permute(0, 3, 1, 2)
+
+
+class Linear2d(nn.Linear):
+    """A 1x1 convolution that stores its weight as a linear layer's ``[out, in]`` (checkpoint-compatible)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.conv2d(x, self.weight[:, :, None, None], self.bias)
+
+
+class Mlp2d(nn.Module):
+    """``fc2(GELU(fc1(x)))`` on ``[B, C, H, W]``, hidden width ``ratio * C``."""
+
+    def __init__(self, channels: int, ratio: float = 4.0, drop: float = 0.0) -> None:
+        super().__init__()
+        hidden = int(channels * ratio)
+        self.fc1 = Linear2d(channels, hidden)
+        self.act = nn.GELU()
+        self.fc2 = Linear2d(hidden, channels)
+        self.drop = nn.Dropout(drop)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.drop(self.fc2(self.drop(self.act(self.fc1(x)))))

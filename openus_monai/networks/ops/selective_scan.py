@@ -1,0 +1,81 @@
+"""One entry point for the selective scan, dispatching to the best available backend."""
+
+from __future__ import annotations
+
+import os
+from typing import Callable
+
+import torch
+
+from .scan_cpu import selective_scan_cpu
+from .scan_cuda import HAS_MAMBA_SSM, selective_scan_mamba_ssm
+from .scan_reference import selective_scan_reference
+
+__all__ = ["SCAN_BACKENDS", "available_backends", "resolve_backend", "selective_scan"]
+
+ENV_VAR = "OPENUS_SCAN_BACKEND"
+
+SCAN_BACKENDS: dict[str, Callable[..., torch.Tensor]] = {
+    "reference": selective_scan_reference,
+    "torch": selective_scan_cpu,
+    "mamba_ssm": selective_scan_mamba_ssm,
+}
+
+
+def available_backends(device: torch.device | str = "cpu") -> list[str]:
+    """Backends that can run on ``device`` in this environment, fastest first."""
+    device = torch.device(device)
+    names = ["mamba_ssm"] if device.type == "cuda" and HAS_MAMBA_SSM else []
+    return names + ["torch", "reference"]
+
+
+def resolve_backend(device: torch.device | str, backend: str | None = None) -> str:
+    """The backend to use: ``backend``, else ``$OPENUS_SCAN_BACKEND``, else the fastest available.
+
+    Raises:
+        ValueError: unknown backend name.
+        RuntimeError: a forced backend that cannot run here, with the reason.
+    """
+    name = backend or os.environ.get(ENV_VAR) or None
+    usable = available_backends(device)
+    if name is None:
+        return usable[0]
+    if name not in SCAN_BACKENDS:
+        raise ValueError(f"unknown selective-scan backend {name!r} (from {ENV_VAR} or argument); choose from {sorted(SCAN_BACKENDS)}")
+    if name not in usable:
+        why = "mamba-ssm's compiled 'selective_scan_cuda' is not importable" if not HAS_MAMBA_SSM else "it runs on CUDA tensors only"
+        raise RuntimeError(f"selective-scan backend {name!r} was forced but cannot run on {torch.device(device)}: {why}")
+    return name
+
+
+def selective_scan(
+    u: torch.Tensor,
+    delta: torch.Tensor,
+    A: torch.Tensor,
+    B: torch.Tensor,
+    C: torch.Tensor,
+    D: torch.Tensor | None = None,
+    delta_bias: torch.Tensor | None = None,
+    delta_softplus: bool = False,
+    backend: str | None = None,
+) -> torch.Tensor:
+    """Selective scan (Mamba S6): ``h_t = exp(delta_t A) h_{t-1} + delta_t B_t u_t``, ``y_t = C_t h_t + D u_t``.
+
+    Args:
+        u: input ``[B, D, L]``.
+        delta: step sizes ``[B, D, L]`` (before ``delta_bias`` and softplus).
+        A: diagonal state matrix ``[D, N]`` (negative for a stable system).
+        B: input projection ``[B, G, N, L]``; channel ``d`` uses group ``d // (D // G)``.
+        C: output projection ``[B, G, N, L]``.
+        D: skip connection ``[D]`` or None.
+        delta_bias: ``[D]`` added to ``delta`` or None.
+        delta_softplus: apply softplus to ``delta + delta_bias``.
+        backend: ``"reference"`` (sequential, autograd through the loop: the test oracle),
+            ``"torch"`` (fast pure PyTorch: sequential forward, hand-written reverse-scan backward),
+            ``"mamba_ssm"`` (mamba-ssm's CUDA kernel); default ``$OPENUS_SCAN_BACKEND`` or the fastest
+            one available for ``u.device``.
+
+    Returns:
+        ``y`` ``[B, D, L]`` in ``u.dtype`` (accumulated in float32).
+    """
+    return SCAN_BACKENDS[resolve_backend(u.device, backend)](u, delta, A, B, C, D, delta_bias, delta_softplus)

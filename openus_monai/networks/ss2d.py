@@ -1,0 +1,130 @@
+"""SS2D: the 2D selective-scan mixer of VMamba v2 (the "v05_noz" form OpenUS uses)."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from .layers import LayerNorm2d, Linear2d
+from .ops.attention import ScanParams
+from .ops.cross_scan import cross_merge, cross_scan
+from .ops.selective_scan import selective_scan
+
+__all__ = ["SS2D"]
+
+
+class SS2D(nn.Module):
+    """Four-direction selective scan over a ``[B, C, H, W]`` map.
+
+    ``in_proj`` (1x1, no bias) -> depthwise 3x3 conv (no bias) -> SiLU -> cross scan into 4 sequences
+    -> per-direction projections to ``dt, B, C`` -> selective scan -> cross merge -> LayerNorm2d ->
+    ``out_proj`` (1x1, no bias). No z-gate. Parameter names and shapes follow VMamba/OpenUS so their
+    checkpoints load unchanged.
+
+    Args:
+        dim: channels ``C`` in and out.
+        d_state: SSM state size ``N``.
+        ssm_ratio: ``d_inner = ssm_ratio * C``.
+        dt_rank: rank of the step-size projection; ``"auto"`` is ``ceil(C / 16)``.
+        d_conv: depthwise kernel size.
+        dt_min, dt_max, dt_init_floor: range of the initial step sizes (Mamba's initialisation).
+        scan_backend: force a selective-scan backend (default: automatic, see :func:`selective_scan`).
+    """
+
+    directions = 4
+
+    def __init__(
+        self,
+        dim: int,
+        d_state: int = 1,
+        ssm_ratio: float = 2.0,
+        dt_rank: int | str = "auto",
+        d_conv: int = 3,
+        dt_min: float = 0.001,
+        dt_max: float = 0.1,
+        dt_init_floor: float = 1e-4,
+        scan_backend: str | None = None,
+    ) -> None:
+        super().__init__()
+        d_inner = int(ssm_ratio * dim)
+        self.d_inner, self.d_state = d_inner, d_state
+        self.dt_rank = math.ceil(dim / 16) if dt_rank == "auto" else int(dt_rank)
+        self.scan_backend = scan_backend
+        k = self.directions
+
+        self.in_proj = Linear2d(dim, d_inner, bias=False)
+        self.conv2d = nn.Conv2d(d_inner, d_inner, d_conv, padding=(d_conv - 1) // 2, groups=d_inner, bias=False)
+        self.act = nn.SiLU()
+        self.x_proj_weight = nn.Parameter(torch.empty(k, self.dt_rank + 2 * d_state, d_inner))
+        self.dt_projs_weight = nn.Parameter(torch.empty(k, d_inner, self.dt_rank))
+        self.dt_projs_bias = nn.Parameter(torch.empty(k, d_inner))
+        self.A_logs = nn.Parameter(torch.empty(k * d_inner, d_state))
+        self.Ds = nn.Parameter(torch.empty(k * d_inner))
+        self.out_norm = LayerNorm2d(d_inner)
+        self.out_proj = Linear2d(d_inner, dim, bias=False)
+        self._init_ssm(dt_min, dt_max, dt_init_floor)
+
+    @torch.no_grad()
+    def _init_ssm(self, dt_min: float, dt_max: float, dt_init_floor: float) -> None:
+        """Mamba's initialisation: S4D-real ``A``, unit ``D``, step sizes log-uniform in ``[dt_min, dt_max]``."""
+        bound = self.d_inner**-0.5
+        nn.init.uniform_(self.x_proj_weight, -bound, bound)
+        std = self.dt_rank**-0.5
+        nn.init.uniform_(self.dt_projs_weight, -std, std)
+        dt = torch.exp(torch.rand_like(self.dt_projs_bias) * (math.log(dt_max) - math.log(dt_min)) + math.log(dt_min))
+        dt = dt.clamp(min=dt_init_floor)
+        self.dt_projs_bias.copy_(dt + torch.log(-torch.expm1(-dt)))  # inverse of softplus
+        self.A_logs.copy_(torch.log(torch.arange(1, self.d_state + 1, dtype=torch.float32)).expand_as(self.A_logs))
+        self.Ds.fill_(1.0)
+
+    def ssm_inputs(self, x: torch.Tensor) -> tuple[torch.Tensor, ScanParams]:
+        """The scan's input sequences and parameters for ``x``.
+
+        Args:
+            x: ``[B, C, H, W]``.
+
+        Returns:
+            ``xs [B, K, D, L]`` and :class:`ScanParams` (``dt`` before bias/softplus in ``delta``).
+        """
+        height, width = x.shape[-2:]
+        x = self.act(self.conv2d(self.in_proj(x)))
+        xs = cross_scan(x)  # [B, K, D, L]
+        x_dbl = torch.einsum("bkdl,kcd->bkcl", xs, self.x_proj_weight)
+        dts, bs, cs = torch.split(x_dbl, [self.dt_rank, self.d_state, self.d_state], dim=2)
+        dts = torch.einsum("bkrl,kdr->bkdl", dts, self.dt_projs_weight)
+        a = -torch.exp(self.A_logs.float()).view(self.directions, self.d_inner, self.d_state)
+        return xs, ScanParams(dts, a, bs, cs, height, width)
+
+    def forward(self, x: torch.Tensor, return_scan_params: bool = False):
+        """Args:
+            x: ``[B, C, H, W]``.
+            return_scan_params: also return the :class:`ScanParams` with ``delta`` after bias and softplus
+                (what the teacher-attention functions take).
+
+        Returns:
+            ``[B, C, H, W]``, and the scan parameters if asked.
+        """
+        batch, _, height, width = x.shape
+        xs, params = self.ssm_inputs(x)
+        dts, a, bs, cs = params
+        flat = batch, self.directions * self.d_inner, height * width
+        ys = selective_scan(
+            xs.reshape(flat),
+            dts.reshape(flat),
+            a.view(-1, self.d_state),
+            bs,
+            cs,
+            self.Ds,
+            delta_bias=self.dt_projs_bias.view(-1),
+            delta_softplus=True,
+            backend=self.scan_backend,
+        )
+        y = cross_merge(ys.view(batch, self.directions, self.d_inner, -1), height, width)
+        out = self.out_proj(self.out_norm(y.to(x.dtype)))
+        if not return_scan_params:
+            return out
+        delta = F.softplus(dts.float() + self.dt_projs_bias.float()[None, :, :, None])
+        return out, ScanParams(delta, a, bs, cs, height, width)
