@@ -1,0 +1,99 @@
+"""VMamba encoder: shapes, presets, input checks, mask token, drop path, gradient checkpointing."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from openus_monai.networks import VMamba, vmamba_base, vmamba_small, vmamba_tiny
+
+
+def count(model):
+    return sum(p.numel() for n, p in model.named_parameters() if n != "masked_embed")
+
+
+def test_preset_parameter_counts():
+    assert count(vmamba_small()) == 49_380_096
+    tiny, base = vmamba_tiny(), vmamba_base()
+    assert tiny.depths == (2, 2, 5, 2) and tiny.dims == (96, 192, 384, 768)
+    assert base.depths == (2, 2, 15, 2) and base.dims == (128, 256, 512, 1024)
+    assert count(tiny) < count(vmamba_small()) < count(base)
+
+
+@pytest.mark.parametrize("in_channels", [1, 3])
+@pytest.mark.parametrize("size", [(64, 64), (96, 160)])
+def test_shapes(in_channels, size):
+    enc = VMamba(depths=(1, 1, 1, 1), dims=(16, 24, 32, 48), in_channels=in_channels).eval()
+    x = torch.randn(2, in_channels, *size)
+    maps, scores = enc(x, return_attention=True)
+    h, w = size
+    assert [tuple(m.shape) for m in maps] == [(2, c, h // 2 ** (i + 2), w // 2 ** (i + 2)) for i, c in enumerate((16, 24, 32, 48))]
+    n_last = (h // 32) * (w // 32)
+    assert scores.shape == (2, n_last)
+    assert enc.forward_tokens(x).shape == (2, 1 + n_last, 48)
+    assert enc.attention_map(x).shape == (2, n_last, n_last)
+
+
+def test_rejects_sizes_not_divisible_by_32():
+    enc = VMamba(depths=(1, 1, 1, 1), dims=8)
+    with pytest.raises(ValueError, match="divisible by 32, got 70 x 64.*DivisiblePadd"):
+        enc(torch.randn(1, 3, 70, 64))
+    with pytest.raises(ValueError, match=r"expects \[B, 3, H, W\]"):
+        enc(torch.randn(1, 1, 64, 64))
+
+
+def test_mask_token_on_any_dividing_grid():
+    enc = VMamba(depths=(1, 1, 1, 1), dims=8).eval()
+    with torch.no_grad():
+        enc.masked_embed.fill_(3.0)
+    x = torch.randn(1, 3, 64, 64)  # stem grid 16 x 16
+    plain = enc.forward_tokens(x)
+    none = enc.forward_tokens(x, mask=torch.zeros(1, 4, 4, dtype=torch.bool))
+    torch.testing.assert_close(plain, none)
+    for grid in [(2, 2), (4, 4), (16, 16), (2, 8)]:
+        mask = torch.zeros(1, *grid, dtype=torch.bool)
+        mask[0, 0, 0] = True
+        assert not torch.allclose(enc.forward_tokens(x, mask=mask), plain)
+    with pytest.raises(ValueError, match="divid"):
+        enc.forward_tokens(x, mask=torch.zeros(1, 3, 3, dtype=torch.bool))
+
+
+def test_mask_token_receives_gradient():
+    enc = VMamba(depths=(1, 1, 1, 1), dims=8)
+    mask = torch.zeros(2, 2, 2, dtype=torch.bool)
+    mask[:, 0, 1] = True
+    enc.forward_tokens(torch.randn(2, 3, 64, 64), mask=mask).sum().backward()
+    assert enc.masked_embed.grad.abs().sum() > 0
+
+
+def test_drop_path_only_in_training():
+    torch.manual_seed(0)
+    enc = VMamba(depths=(2, 2, 2, 2), dims=8, drop_path_rate=0.5)
+    x = torch.randn(2, 3, 64, 64)
+    enc.eval()
+    torch.testing.assert_close(enc(x)[-1], enc(x)[-1])
+    enc.train()
+    assert not torch.allclose(enc(x)[-1], enc(x)[-1])
+
+
+def test_gradient_checkpointing_same_gradients():
+    torch.manual_seed(0)
+    plain = VMamba(depths=(1, 1, 2, 1), dims=8)
+    ckpt = VMamba(depths=(1, 1, 2, 1), dims=8, use_checkpoint=True)
+    ckpt.load_state_dict(plain.state_dict())
+    x = torch.randn(2, 3, 64, 64)
+    for model in (plain, ckpt):
+        model.train()
+        sum(m.square().mean() for m in model(x)).backward()
+    for (name, p), q in zip(plain.named_parameters(), ckpt.parameters()):
+        if p.grad is not None:
+            torch.testing.assert_close(p.grad, q.grad, msg=name)
+
+
+def test_forced_backends_agree_in_the_encoder():
+    torch.manual_seed(0)
+    fast = VMamba(depths=(1, 1, 1, 1), dims=8, scan_backend="torch").eval()
+    ref = VMamba(depths=(1, 1, 1, 1), dims=8, scan_backend="reference").eval()
+    ref.load_state_dict(fast.state_dict())
+    x = torch.randn(1, 3, 64, 64)
+    torch.testing.assert_close(fast(x)[-1], ref(x)[-1], rtol=1e-5, atol=1e-5)
