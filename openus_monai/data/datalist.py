@@ -82,12 +82,21 @@ def read_records(dataset_dir: str | os.PathLike, task: str) -> list[dict]:
 
 
 def records_to_entries(records: list[dict], task: str) -> list[dict]:
-    """Task-specific datalist entries: ``{"image"}``, ``{"image", "label": mask}`` or ``{"image", "label": class}``."""
+    """Task-specific datalist entries: ``{"image"}``, ``{"image", "label": mask}`` or ``{"image", "label": class}``.
+
+    Args:
+        records: records from :func:`read_records`.
+        task: one of :data:`TASKS`.
+
+    Returns:
+        one entry per record; a record without mask / class (an unlabeled test entry of a
+        ``datalist.json``) gives ``{"image"}``.
+    """
     if task == "pretraining":
         return [{"image": r["image"]} for r in records]
-    if task == "segmentation":
-        return [{"image": r["image"], "label": r["mask"]} for r in records]
-    return [{"image": r["image"], "label": r["label"]} for r in records]
+    key = "mask" if task == "segmentation" else "label"
+    # unlabeled test entries (allowed in datalist.json) keep only the image
+    return [{"image": r["image"], "label": r[key]} if r[key] is not None else {"image": r["image"]} for r in records]
 
 
 def build_datalist(
@@ -150,14 +159,14 @@ def build_datalist(
     if merge_splits:
         records = [{**r, "split": "training"} for r in records]
     lists = {s: [r for r in records if (r["split"] or "training") == s] for s in _SPLITS}
-    # stratify by class when every record has one (classification always does)
-    key = "label" if records and all(r["label"] is not None for r in records) else None
+    # stratify by class when every training record has one (classification always does)
+    key = "label" if lists["training"] and all(r["label"] is not None for r in lists["training"]) else None
     if not lists["validation"] and not merge_splits:
         lists["training"], lists["validation"] = split_validation(lists["training"], val_fraction, seed, key)
     lists["training"] = subset_by_label_ratio(lists["training"], label_ratio, seed, key)
     result: dict = {s: records_to_entries(lists[s], task) for s in _SPLITS}
     if task == "classification":
-        names = {r["label"] for r in records}
+        names = {r["label"] for r in records if r["label"] is not None}
         try:
             result["classes"] = sorted(names)
         except TypeError:  # mixed types (e.g. ints and strings from a hand-written datalist.json)

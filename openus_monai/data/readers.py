@@ -136,7 +136,8 @@ def read_datalist_json(
         json_path: the JSON file.
         base_dir: folder the paths are relative to; defaults to the JSON's folder.
         path_keys: entry keys holding paths (a path or a list of paths) to make absolute.
-        required: keys every entry must have (e.g. ``("image", "label")``).
+        required: keys every training and validation entry must have (e.g. ``("image", "label")``);
+            test entries need only ``image`` (Decathlon test lists are unlabeled).
         check_exists: path keys whose files must exist; defaults to ``path_keys``.
 
     Returns:
@@ -169,7 +170,7 @@ def read_datalist_json(
                 item = {"image": item}
             if not isinstance(item, dict):
                 raise ValueError(f"{where}: expected a dict like {{'image': ...}}, got {type(item).__name__}.")
-            for key in required:
+            for key in required if split != "test" else ("image",):
                 if item.get(key) in (None, ""):
                     raise ValueError(f"{where}: missing '{key}'.")
             entry = dict(item)
