@@ -195,8 +195,9 @@ def _lesion(rng: np.random.Generator, geom: dict, label: str, scale: float) -> t
         radius = np.ones_like(phi)
         for k in range(2, 7):  # irregular, lobulated outline
             radius += rng.uniform(0.02, 0.1) / (k - 1) ** 0.5 * np.cos(k * phi + rng.uniform(0, 2 * np.pi))
-        m = int(rng.integers(5, 11))  # spicules: narrow spikes radiating out of the border
-        radius += rng.uniform(0.2, 0.45) * np.abs(np.cos(0.5 * m * phi + rng.uniform(0, np.pi))) ** 6
+        for _ in range(2):  # spicules: two trains of narrow spikes radiating out of the border
+            m = int(rng.integers(7, 16))
+            radius += rng.uniform(0.1, 0.3) * np.abs(np.cos(0.5 * m * phi + rng.uniform(0, np.pi))) ** 8
         softness = 0.05
     inside = _sigmoid((radius - rho) / softness)
     mask = (rho <= radius) & geom["fan"]
@@ -293,7 +294,10 @@ def render_phantom(
             echo = echo * (1.0 + rng.uniform(0.0, 1.5) * params["halo"])
             post_gain = rng.uniform(0.12, 0.3) if rng.random() < 0.9 else 0.6  # posterior shadowing
         echo = echo * (1.0 + posterior * (post_gain - 1.0))
-        echo = echo * (1.0 - inside * (1.0 - contrast * texture))
+        # the lesion replaces the tissue (no layer or fascia line runs through it): its echo is a
+        # fraction of the local tissue level, a heavily smoothed echogenicity map
+        local = _gaussian_filter(echo, 8.0 * scale, 8.0 * scale)
+        echo = echo * (1.0 - inside) + inside * contrast * texture * local
     env = simulate_envelope(rng, echo, depth, scale)
     # depth attenuation (amplitude), imperfectly compensated by a TGC curve with a few slider bumps
     atten = rng.uniform(1.6, 2.6)
