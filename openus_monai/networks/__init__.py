@@ -1,6 +1,7 @@
 """Networks: the VMamba encoder of OpenUS, its selective-scan ops, and checkpoint loading."""
 
 from .checkpoint import LoadReport, load_openus_checkpoint, read_state_dict
+from .factory import PRESETS, build_encoder, encoder_layer_id, is_no_weight_decay, param_groups, set_trainable
 from .layers import LayerNorm2d, Linear2d, Mlp2d
 from .ops.attention import ScanParams, attention_map, attention_scores
 from .ops.scan_cpu import linear_recurrence
@@ -9,6 +10,12 @@ from .ss2d import SS2D
 from .vmamba import VMamba, VSSBlock, vmamba_base, vmamba_small, vmamba_tiny
 
 __all__ = [
+    "PRESETS",
+    "build_encoder",
+    "encoder_layer_id",
+    "is_no_weight_decay",
+    "param_groups",
+    "set_trainable",
     "LayerNorm2d",
     "Linear2d",
     "LoadReport",

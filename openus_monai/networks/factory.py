@@ -1,0 +1,122 @@
+"""Build encoders by name, optionally from a checkpoint; group parameters for optimisers."""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import torch.nn as nn
+
+from .checkpoint import load_openus_checkpoint
+from .vmamba import VMamba, vmamba_base, vmamba_small, vmamba_tiny
+
+__all__ = ["PRESETS", "build_encoder", "encoder_layer_id", "is_no_weight_decay", "param_groups", "set_trainable"]
+
+logger = logging.getLogger(__name__)
+
+PRESETS = {"vmamba_tiny": vmamba_tiny, "vmamba_small": vmamba_small, "vmamba_base": vmamba_base}
+
+# Parameters that take no weight decay: norms and biases, the SSM's A, D and step-size bias, the mask token.
+_NO_DECAY_SUFFIXES = ("bias", "A_logs", "Ds", "dt_projs_bias", "masked_embed")
+
+
+def build_encoder(
+    name: str | Mapping[str, Any] = "vmamba_small",
+    in_channels: int = 3,
+    pretrained: str | os.PathLike | None = None,
+    checkpoint_key: str | None = None,
+    **kwargs: Any,
+) -> VMamba:
+    """An encoder from a preset name (``vmamba_tiny``/``small``/``base``) or a ``VMamba`` config dict.
+
+    Args:
+        name: preset name, or keyword arguments of :class:`VMamba` (e.g. ``{"depths": [1, 1, 2, 1], "dims": 32}``).
+        in_channels: 1 (grayscale) or 3.
+        pretrained: optional checkpoint (OpenUS, VMamba ImageNet, or exported by this project); ``None``
+            or ``""`` keeps the random initialisation.
+        checkpoint_key: entry of the checkpoint to read (default: ``teacher`` when present).
+        kwargs: overrides passed to the preset (e.g. ``drop_path_rate``).
+    """
+    if isinstance(name, Mapping):
+        encoder = VMamba(**{**name, "in_channels": in_channels, **kwargs})
+    elif name in PRESETS:
+        encoder = PRESETS[name](in_channels=in_channels, **kwargs)
+    else:
+        raise ValueError(f"unknown encoder {name!r}; choose from {sorted(PRESETS)} or pass a VMamba config dict")
+    if pretrained:
+        report = load_openus_checkpoint(encoder, pretrained, key=checkpoint_key)
+        logger.info("encoder weights: %s", report)
+    return encoder
+
+
+def set_trainable(module: nn.Module, trainable: bool) -> nn.Module:
+    """Turn ``requires_grad`` on or off for every parameter of ``module``; returns it."""
+    for p in module.parameters():
+        p.requires_grad_(trainable)
+    return module
+
+
+def is_no_weight_decay(name: str, param: nn.Parameter) -> bool:
+    """True for norms, biases (1-D tensors), ``A_logs``, ``Ds``, ``dt_projs_bias`` and the mask token."""
+    return param.ndim <= 1 or name.endswith(_NO_DECAY_SUFFIXES)
+
+
+def encoder_layer_id(name: str, depths: Iterable[int]) -> int:
+    """Depth index of an encoder parameter for layer-wise lr decay: 0 = stem, 1..n = blocks, n + 1 = rest.
+
+    A stage's downsampling counts with the first block of the next stage; output norms with the last block.
+    """
+    depths = list(depths)
+    n_blocks = sum(depths)
+    if name.startswith(("patch_embed", "masked_embed")):
+        return 0
+    parts = name.split(".")
+    if parts[0] == "layers":
+        stage = int(parts[1])
+        if parts[2] == "blocks":
+            return sum(depths[:stage]) + int(parts[3]) + 1
+        return min(sum(depths[: stage + 1]) + 1, n_blocks)  # downsample
+    if parts[0].startswith("outnorm"):
+        return n_blocks
+    return n_blocks + 1
+
+
+def param_groups(
+    model: nn.Module,
+    weight_decay: float,
+    lr: float,
+    encoder: VMamba | None = None,
+    encoder_prefix: str = "encoder.",
+    layer_decay: float = 1.0,
+    encoder_lr_scale: float = 1.0,
+) -> list[dict[str, Any]]:
+    """Optimizer parameter groups: no weight decay where :func:`is_no_weight_decay`, and for the encoder an
+    lr of ``lr * encoder_lr_scale * layer_decay ** (n + 1 - layer_id)`` (layer-wise decay, BEiT style).
+
+    Frozen parameters (``requires_grad=False``) are left out. Each group carries ``lr_scale`` and
+    ``wd_scale`` so that schedulers can rescale from a base value.
+
+    Args:
+        model: the whole network.
+        weight_decay: decay for weights (not for norms, biases, SSM constants).
+        lr: base learning rate (heads and decoders).
+        encoder: the encoder inside ``model`` whose parameters get layer-wise rates (optional).
+        encoder_prefix: the encoder's name prefix inside ``model``.
+        layer_decay: per-block lr factor, 1.0 for none.
+        encoder_lr_scale: extra factor for every encoder parameter (e.g. 0.1 to fine-tune gently).
+    """
+    n_layers = sum(encoder.depths) + 1 if encoder is not None else 0
+    groups: dict[tuple[float, float], dict[str, Any]] = {}
+    for name, param in model.named_parameters():
+        if not param.requires_grad:
+            continue
+        scale = 1.0
+        if encoder is not None and name.startswith(encoder_prefix):
+            layer = encoder_layer_id(name[len(encoder_prefix):], encoder.depths)
+            scale = encoder_lr_scale * layer_decay ** (n_layers - layer)
+        wd = 0.0 if is_no_weight_decay(name, param) else weight_decay
+        group = groups.setdefault((scale, wd), {"params": [], "lr": lr * scale, "lr_scale": scale, "weight_decay": wd, "wd_scale": 1.0 if wd else 0.0})
+        group["params"].append(param)
+    return list(groups.values())
