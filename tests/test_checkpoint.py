@@ -7,6 +7,8 @@ import torch
 
 from openus_monai.networks import VMamba, load_openus_checkpoint
 
+from _helpers import rel_err
+
 
 def small(in_channels=3):
     return VMamba(depths=(1, 1, 1, 1), dims=8, in_channels=in_channels)
@@ -68,6 +70,7 @@ def test_shape_mismatch_names_keys():
 
 
 def test_three_channel_stem_into_grayscale_encoder():
+    torch.manual_seed(0)
     state = perturbed_state(small(3))
     model = small(1)
     report = load_openus_checkpoint(model, state)
@@ -77,7 +80,8 @@ def test_three_channel_stem_into_grayscale_encoder():
     rgb = small(3)
     rgb.load_state_dict(state)
     model.eval(), rgb.eval()
-    torch.testing.assert_close(model(x)[-1], rgb(x.expand(-1, 3, -1, -1))[-1], rtol=1e-4, atol=1e-4)
+    gray_out, rgb_out = model(x)[-1], rgb(x.expand(-1, 3, -1, -1))[-1]
+    assert rel_err(gray_out, rgb_out) < 1e-4
 
 
 class NotATensor:
