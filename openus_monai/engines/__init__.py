@@ -1,0 +1,5 @@
+"""Engines: the OpenUS pretraining trainer."""
+
+from .pretrainer import NonFiniteLossError, OpenUSPretrainer
+
+__all__ = ["NonFiniteLossError", "OpenUSPretrainer"]
