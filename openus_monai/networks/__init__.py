@@ -1,15 +1,23 @@
 """Networks: the VMamba encoder of OpenUS, its selective-scan ops, and checkpoint loading."""
 
 from .checkpoint import LoadReport, load_openus_checkpoint, read_state_dict
+from .decoder import ChannelAttention, ChannelAttentionBlock, MambaDecoder, MambaDecoderBlock, PatchExpand
 from .factory import PRESETS, build_encoder, encoder_layer_id, is_no_weight_decay, param_groups, set_trainable
 from .layers import LayerNorm2d, Linear2d, Mlp2d
 from .ops.attention import ScanParams, attention_map, attention_scores
 from .ops.scan_cpu import linear_recurrence
 from .ops.selective_scan import available_backends, selective_scan
+from .segnet import OpenUSSegNet
 from .ss2d import SS2D
 from .vmamba import VMamba, VSSBlock, vmamba_base, vmamba_small, vmamba_tiny
 
 __all__ = [
+    "ChannelAttention",
+    "ChannelAttentionBlock",
+    "MambaDecoder",
+    "MambaDecoderBlock",
+    "OpenUSSegNet",
+    "PatchExpand",
     "PRESETS",
     "build_encoder",
     "encoder_layer_id",
