@@ -1,6 +1,7 @@
 """Networks: the VMamba encoder of OpenUS, its selective-scan ops, and checkpoint loading."""
 
 from .checkpoint import LoadReport, load_openus_checkpoint, read_state_dict
+from .classifier import CLASSIFIER_MODES, OpenUSClassifier
 from .decoder import ChannelAttention, ChannelAttentionBlock, MambaDecoder, MambaDecoderBlock, PatchExpand
 from .factory import PRESETS, build_encoder, encoder_layer_id, is_no_weight_decay, param_groups, set_trainable
 from .layers import LayerNorm2d, Linear2d, Mlp2d
@@ -12,6 +13,8 @@ from .ss2d import SS2D
 from .vmamba import VMamba, VSSBlock, vmamba_base, vmamba_small, vmamba_tiny
 
 __all__ = [
+    "CLASSIFIER_MODES",
+    "OpenUSClassifier",
     "ChannelAttention",
     "ChannelAttentionBlock",
     "MambaDecoder",

@@ -1,0 +1,160 @@
+"""``OpenUSClassifier``: a VMamba encoder, global average pooling, an optional norm and a linear head."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+import torch.nn as nn
+from monai.data import MetaTensor
+
+from .checkpoint import load_openus_checkpoint
+from .factory import build_encoder, param_groups, set_trainable
+from .vmamba import VMamba
+
+__all__ = ["CLASSIFIER_MODES", "OpenUSClassifier"]
+
+#: training modes of :class:`OpenUSClassifier`
+CLASSIFIER_MODES: tuple[str, ...] = ("linear_probe", "finetune")
+_HEAD_NORMS = ("layer", "batch", "none")
+
+
+class OpenUSClassifier(nn.Module):
+    """Image classifier on the OpenUS encoder: last-stage map -> global average pool -> norm -> linear.
+
+    Two modes:
+
+    - ``"linear_probe"`` (the original's evaluation protocol): the encoder is frozen
+      (``requires_grad=False``), kept in ``eval()`` mode even when the classifier trains (no stochastic
+      depth), and run without autograd; only the norm and the head learn.
+    - ``"finetune"``: everything learns; :meth:`param_groups` gives the encoder a lower learning rate with
+      layer-wise decay.
+
+    Args:
+        encoder: a :class:`VMamba`, a preset name (``"vmamba_small"``) or a ``VMamba`` config dict
+            (e.g. ``{"depths": [1, 1, 1, 1], "dims": 16}``) built with :func:`build_encoder`.
+        num_classes: number of classes (output logits).
+        in_channels: input channels when the encoder is built here (1 for grayscale ultrasound); ignored
+            when ``encoder`` is a module.
+        pretrained: encoder checkpoint (OpenUS, VMamba ImageNet, exported by this project, or a checkpoint of
+            this classifier); ``None`` or ``""`` keeps the random initialisation. A 3-channel stem is adapted
+            to a 1-channel encoder.
+        checkpoint_key: entry of ``pretrained`` to read (default: ``teacher`` when present).
+        mode: ``"linear_probe"`` or ``"finetune"``.
+        head_norm: norm on the pooled features: ``"layer"`` (LayerNorm), ``"batch"`` (BatchNorm1d without
+            affine parameters, as in MAE's linear probing) or ``"none"``.
+        dropout: dropout before the linear head.
+        encoder_kwargs: overrides for the encoder preset or config (e.g. ``drop_path_rate=0.1``).
+
+    Example::
+
+        net = OpenUSClassifier({"depths": [1, 1, 1, 1], "dims": 16}, num_classes=3, mode="linear_probe")
+        logits = net(torch.randn(2, 1, 64, 64))       # [2, 3]
+        feats = net.forward_features(x)                # [2, 128] pooled, before the norm
+        groups = net.param_groups(lr=1e-3, weight_decay=0.05, layer_decay=0.75, encoder_lr_scale=0.1)
+    """
+
+    def __init__(
+        self,
+        encoder: VMamba | str | Mapping[str, Any] = "vmamba_small",
+        num_classes: int = 2,
+        in_channels: int = 1,
+        pretrained: str | os.PathLike | None = None,
+        checkpoint_key: str | None = None,
+        mode: str = "finetune",
+        head_norm: str | None = "layer",
+        dropout: float = 0.0,
+        **encoder_kwargs: Any,
+    ) -> None:
+        super().__init__()
+        if int(num_classes) < 1:
+            raise ValueError(f"num_classes must be >= 1, got {num_classes}")
+        if isinstance(encoder, nn.Module):
+            if encoder_kwargs:
+                raise ValueError(f"encoder_kwargs {sorted(encoder_kwargs)} apply only when the encoder is built here")
+            if pretrained:
+                load_openus_checkpoint(encoder, pretrained, key=checkpoint_key)
+        else:
+            encoder = build_encoder(
+                encoder, in_channels=in_channels, pretrained=pretrained or None, checkpoint_key=checkpoint_key, **encoder_kwargs
+            )
+        if not hasattr(encoder, "num_features"):
+            raise TypeError(f"encoder must be a VMamba (with num_features), got {type(encoder).__name__}")
+        self.encoder = encoder
+        self.num_classes = int(num_classes)
+        features = int(encoder.num_features)
+        head_norm = "none" if head_norm is None else str(head_norm).lower()
+        if head_norm not in _HEAD_NORMS:
+            raise ValueError(f"head_norm must be one of {_HEAD_NORMS} (or None), got {head_norm!r}")
+        self.head_norm = head_norm
+        if head_norm == "layer":
+            self.norm: nn.Module = nn.LayerNorm(features)
+        elif head_norm == "batch":
+            self.norm = nn.BatchNorm1d(features, affine=False)
+        else:
+            self.norm = nn.Identity()
+        self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
+        self.head = nn.Linear(features, self.num_classes)
+        nn.init.trunc_normal_(self.head.weight, std=0.01)
+        nn.init.zeros_(self.head.bias)
+        self._mode = ""
+        self.set_mode(mode)
+
+    @property
+    def mode(self) -> str:
+        """``"linear_probe"`` or ``"finetune"``."""
+        return self._mode
+
+    @property
+    def num_features(self) -> int:
+        """Channels of the pooled features, ``C_3`` of the encoder."""
+        return int(self.encoder.num_features)
+
+    def set_mode(self, mode: str) -> OpenUSClassifier:
+        """Switch between ``"linear_probe"`` (frozen encoder in eval mode) and ``"finetune"``; returns self.
+
+        Build the optimizer after switching: frozen parameters are left out of :meth:`param_groups`.
+        """
+        if mode not in CLASSIFIER_MODES:
+            raise ValueError(f"mode must be one of {CLASSIFIER_MODES}, got {mode!r}")
+        self._mode = mode
+        set_trainable(self.encoder, mode == "finetune")
+        self.train(self.training)
+        return self
+
+    def train(self, mode: bool = True) -> OpenUSClassifier:
+        """As :meth:`torch.nn.Module.train`, but a linear probe's encoder always stays in eval mode."""
+        super().train(mode)
+        if self._mode == "linear_probe":
+            self.encoder.eval()
+        return self
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        """``[B, in_channels, H, W] -> [B, C_3]``: the last-stage map (after its output norm), averaged over space."""
+        if isinstance(x, MetaTensor):  # batched metadata would be sliced along with every scan index
+            x = x.as_tensor()
+        if self._mode == "linear_probe" and not x.requires_grad:
+            with torch.no_grad():  # frozen encoder: no graph needed unless the caller wants input gradients
+                feature_map = self.encoder(x)[-1]
+        else:
+            feature_map = self.encoder(x)[-1]
+        return feature_map.mean(dim=(2, 3))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``[B, in_channels, H, W]`` (H, W divisible by 32) ``-> [B, num_classes]`` logits."""
+        return self.head(self.dropout(self.norm(self.forward_features(x))))
+
+    def param_groups(
+        self, lr: float, weight_decay: float = 0.0, layer_decay: float = 1.0, encoder_lr_scale: float = 1.0
+    ) -> list[dict[str, Any]]:
+        """Optimizer parameter groups (see :func:`openus_monai.networks.param_groups`).
+
+        The head and norm take ``lr``; encoder parameters ``lr * encoder_lr_scale * layer_decay ** depth_from_top``.
+        Norms, biases and SSM constants take no weight decay. In ``linear_probe`` mode only the head's groups.
+        """
+        return param_groups(
+            self, weight_decay=weight_decay, lr=lr, encoder=self.encoder, encoder_prefix="encoder.",
+            layer_decay=layer_decay, encoder_lr_scale=encoder_lr_scale,
+        )
