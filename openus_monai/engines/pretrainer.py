@@ -48,6 +48,8 @@ class OpenUSPretrainer(Trainer):
         network: the :class:`~openus_monai.networks.OpenUSMetaArch`.
         optimizer: over the student's parameters; groups may carry ``lr_scale`` / ``wd_scale``.
         masking: the :class:`~openus_monai.handlers.SelfAdaptiveMaskingHandler` (attached here).
+        student_wrapper: what runs the student's forward, e.g. ``DistributedDataParallel(network.student)``
+            (default: ``network.student``); checkpoints keep the unwrapped names.
         lr, min_lr, warmup_epochs: peak learning rate, final learning rate, linear warm-up length.
         weight_decay, final_weight_decay: cosine weight-decay schedule (equal values: constant).
         teacher_temp, warmup_teacher_temp, teacher_patch_temp, warmup_teacher_patch_temp, teacher_temp_warmup_epochs:
@@ -71,6 +73,7 @@ class OpenUSPretrainer(Trainer):
         network: OpenUSMetaArch,
         optimizer: Optimizer,
         masking: SelfAdaptiveMaskingHandler,
+        student_wrapper: torch.nn.Module | None = None,
         lr: float = 5e-4,
         min_lr: float = 1e-6,
         warmup_epochs: float = 30,
@@ -107,6 +110,7 @@ class OpenUSPretrainer(Trainer):
             decollate=False,
         )
         self.network, self.optimizer, self.masking = network, optimizer, masking
+        self.student = student_wrapper if student_wrapper is not None else network.student
         self.lr, self.min_lr, self.warmup_epochs = lr, min_lr, warmup_epochs
         self.weight_decay, self.final_weight_decay = weight_decay, final_weight_decay
         self.teacher_temps = (warmup_teacher_temp, teacher_temp, warmup_teacher_patch_temp, teacher_patch_temp, teacher_temp_warmup_epochs)
@@ -140,6 +144,7 @@ class OpenUSPretrainer(Trainer):
 
     def _seed_epoch(self, engine: Engine) -> None:
         seed = self.deterministic_seed + engine.state.epoch
+        torch.manual_seed(seed)  # a sampler without its own generator draws its order from here
         loader = engine.state.dataloader
         for obj in (getattr(loader, "sampler", None), getattr(loader, "batch_sampler", None)):
             if hasattr(obj, "set_epoch"):
@@ -157,7 +162,7 @@ class OpenUSPretrainer(Trainer):
                     norm = p.grad.norm()
                     p.grad.mul_(torch.clamp(self.clip_grad / (norm + 1e-6), max=1.0))
         if self.state.epoch <= self.freeze_last_layer_epochs:
-            for name, p in student["head"].named_parameters():
+            for name, p in student.head.named_parameters():
                 if name.startswith(("last_layer", "last_layer2")):
                     p.grad = None
 
@@ -183,16 +188,16 @@ class OpenUSPretrainer(Trainer):
         autocast = torch.autocast(device_type=torch.device(device).type, dtype=torch.bfloat16, enabled=self.use_bf16)
 
         with autocast:
-            t_cls, t_patch, scores = net.teacher_forward(views_flat)
+            t_cls, t_patch, scores = net.teacher(views_flat)
         t_cls_p, t_patch_p = net.ibot_loss.teacher_probs(t_cls.float(), t_patch.float(), sched["teacher_temp"], sched["teacher_patch_temp"])
         scores = scores.view(n_global, batch, -1).transpose(0, 1)
         masks = self.masking.generate(scores, boxes, index, grid)  # [B, G, h, w]
         masks_flat = masks.transpose(0, 1).flatten(0, 1)
 
+        local_masks = local_masks.transpose(0, 1).flatten(0, 1)
         net.train()
         with autocast:
-            s_cls, s_patch, rec = net.student_forward(views_flat, masks_flat)
-            s_cls_local, _, rec_local = net.student_forward(local_flat, local_masks.transpose(0, 1).flatten(0, 1))
+            (s_cls, s_patch, rec), (s_cls_local, _, rec_local) = self.student(views_flat, masks_flat, local_flat, local_masks)
         tokens = t_patch.shape[1]
         token_masks = _to_token_grid(masks_flat, tokens).view(n_global, batch, tokens)
         cls_loss, patch_loss = net.ibot_loss(
@@ -204,7 +209,7 @@ class OpenUSPretrainer(Trainer):
             n_global,
         )
         rec_global, cell_loss = masked_reconstruction_loss(rec, views_flat, masks_flat)
-        rec_local_loss, _ = masked_reconstruction_loss(rec_local, local_flat, local_masks.transpose(0, 1).flatten(0, 1))
+        rec_local_loss, _ = masked_reconstruction_loss(rec_local, local_flat, local_masks)
         terms = {"cls": cls_loss, "patch": patch_loss, "rec_global": rec_global, "rec_local": rec_local_loss}
         loss = sum(self.loss_weights[k] * v for k, v in terms.items())
 

@@ -12,16 +12,59 @@ from .factory import set_trainable
 from .heads import IBOTHead, ReconstructionHead
 from .vmamba import STRIDE, VMamba
 
-__all__ = ["OpenUSMetaArch"]
+__all__ = ["OpenUSMetaArch", "OpenUSStudent", "OpenUSTeacher"]
+
+Outputs = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
+
+
+class OpenUSTeacher(nn.Module):
+    """EMA encoder and iBOT head (shared prototypes); always in eval mode and without gradients."""
+
+    def __init__(self, encoder: VMamba, head: IBOTHead) -> None:
+        super().__init__()
+        self.encoder, self.head = encoder, head
+        set_trainable(self, False)
+
+    def train(self, mode: bool = True) -> "OpenUSTeacher":
+        return super().train(False)  # never drop path, whatever the caller asks
+
+    @torch.no_grad()
+    def forward(self, views: torch.Tensor) -> Outputs:
+        """``views [N, C, H, W]`` -> class logits ``[N, K]``, patch logits ``[N, L, K]``, attention scores ``[N, L]``."""
+        maps, scores = self.encoder(views, return_attention=True)
+        cls, patch = self.head(VMamba.tokens_from_map(maps[-1]))
+        return cls, patch, scores
+
+
+class OpenUSStudent(nn.Module):
+    """Encoder, iBOT head (separate patch prototypes) and pixel-reconstruction head.
+
+    One forward takes both view sizes, so that DDP sees one forward per backward.
+    """
+
+    def __init__(self, encoder: VMamba, head: IBOTHead, reconstruction: ReconstructionHead) -> None:
+        super().__init__()
+        self.encoder, self.head, self.reconstruction = encoder, head, reconstruction
+
+    def encode(self, views: torch.Tensor, masks: torch.Tensor | None) -> Outputs:
+        """``views [N, C, H, W]``, ``masks [N, h, w]`` -> class logits, patch logits, reconstruction ``[N, C, H, W]``."""
+        maps, _ = self.encoder.forward_features(views, masks)
+        cls, patch = self.head(VMamba.tokens_from_map(maps[-1]))
+        return cls, patch, self.reconstruction(maps[-1])
+
+    def forward(
+        self, global_views: torch.Tensor, global_masks: torch.Tensor, local_views: torch.Tensor, local_masks: torch.Tensor
+    ) -> tuple[Outputs, Outputs]:
+        """Outputs of :meth:`encode` for the global views and for the local views."""
+        return self.encode(global_views, global_masks), self.encode(local_views, local_masks)
 
 
 class OpenUSMetaArch(nn.Module):
-    """Owns ``student`` (encoder, iBOT head with separate patch prototypes, reconstruction head),
-    ``teacher`` (EMA encoder and head, shared prototypes, always in eval mode, no gradients) and the
-    iBOT loss with its centres, so that one ``state_dict`` holds the whole pretraining model.
+    """Owns ``student`` (:class:`OpenUSStudent`), ``teacher`` (:class:`OpenUSTeacher`, starting as a copy of
+    the student) and ``ibot_loss`` (with its centres), so that one ``state_dict`` holds the whole model.
 
     Args:
-        encoder: the student's :class:`VMamba` (the teacher starts as a copy of it).
+        encoder: the student's :class:`VMamba`.
         out_dim, hidden_dim, bottleneck_dim: iBOT head sizes.
         student_temp, center_momentum: see :class:`~openus_monai.losses.IBOTLoss`.
     """
@@ -37,33 +80,9 @@ class OpenUSMetaArch(nn.Module):
     ) -> None:
         super().__init__()
         width = encoder.num_features
-        self.student = nn.ModuleDict(
-            {
-                "encoder": encoder,
-                "head": IBOTHead(width, out_dim, hidden_dim, bottleneck_dim, separate_patch_layer=True),
-                "reconstruction": ReconstructionHead(width, encoder.in_channels, STRIDE),
-            }
-        )
+        head = IBOTHead(width, out_dim, hidden_dim, bottleneck_dim, separate_patch_layer=True)
+        self.student = OpenUSStudent(encoder, head, ReconstructionHead(width, encoder.in_channels, STRIDE))
         teacher_head = IBOTHead(width, out_dim, hidden_dim, bottleneck_dim, separate_patch_layer=False)
-        teacher_head.load_state_dict(self.student["head"].state_dict(), strict=False)
-        self.teacher = nn.ModuleDict({"encoder": copy.deepcopy(encoder), "head": teacher_head})
-        set_trainable(self.teacher, False)
+        teacher_head.load_state_dict(head.state_dict(), strict=False)
+        self.teacher = OpenUSTeacher(copy.deepcopy(encoder), teacher_head)
         self.ibot_loss = IBOTLoss(out_dim, student_temp, center_momentum)
-
-    def train(self, mode: bool = True) -> "OpenUSMetaArch":
-        super().train(mode)
-        self.teacher.eval()  # the teacher never uses drop path
-        return self
-
-    @torch.no_grad()
-    def teacher_forward(self, views: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """``views [N, C, H, W]`` -> class logits ``[N, K]``, patch logits ``[N, L, K]``, attention ``[N, L]``."""
-        maps, scores = self.teacher["encoder"](views, return_attention=True)
-        cls, patch = self.teacher["head"](VMamba.tokens_from_map(maps[-1]))
-        return cls, patch, scores
-
-    def student_forward(self, views: torch.Tensor, masks: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """``views [N, C, H, W]``, ``masks [N, h, w]`` -> class logits, patch logits, reconstruction ``[N, C, H, W]``."""
-        maps, _ = self.student["encoder"].forward_features(views, masks)
-        cls, patch = self.student["head"](VMamba.tokens_from_map(maps[-1]))
-        return cls, patch, self.student["reconstruction"](maps[-1])

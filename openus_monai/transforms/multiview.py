@@ -89,7 +89,7 @@ class MultiViewCropd(Randomizable, MapTransform):
     ``1 - x'`` when flipped.
 
     Args:
-        keys: the image key (one), holding ``[C, H, W]`` intensities in ``[0, 1]`` (C = 1 or 3; 3 is averaged).
+        keys: the image key (one), holding ``[C, H, W]`` intensities in ``[0, 1]`` (C = 1; RGB(A) is averaged to gray).
         n_global, global_size, global_scale: count, output size and area fraction range of global views.
         n_local, local_size, local_scale: the same for local views.
         out_channels: 1, or 3 (gray repeated), as the encoder expects.
@@ -127,6 +127,8 @@ class MultiViewCropd(Randomizable, MapTransform):
 
     def _views(self, image: torch.Tensor, n: int, size: int, scale, aug: ViewAugmentation) -> tuple[torch.Tensor, torch.Tensor]:
         height, width = image.shape[-2:]
+        if n == 0:
+            return torch.zeros(0, self.out_channels, size, size), torch.zeros(0, 5)
         views, boxes = [], []
         for _ in range(n):
             top, left, h, w = sample_crop_box(self.R, height, width, scale)
@@ -143,8 +145,10 @@ class MultiViewCropd(Randomizable, MapTransform):
             image = convert_to_tensor(d[key], dtype=torch.float32, track_meta=False)
             if image.ndim != 3:
                 raise ValueError(f"MultiViewCropd expects [C, H, W] under {key!r}, got {list(image.shape)} ({d.get('image_meta_dict', {}).get('filename_or_obj', '')})")
-            if image.shape[0] == 3:
-                image = image.mean(0, keepdim=True)
+            if image.shape[0] in (3, 4):  # RGB(A): luminance-free gray is enough for B-mode
+                image = image[:3].mean(0, keepdim=True)
+            elif image.shape[0] == 2:  # gray + alpha
+                image = image[:1]
             for kind, n, size, scale, aug in (
                 ("global", self.n_global, self.global_size, self.global_scale, self.global_aug),
                 ("local", self.n_local, self.local_size, self.local_scale, self.local_aug),

@@ -1,0 +1,346 @@
+"""Label-efficiency study: run a bundle over label ratios, seeds and encoder initialisations; tabulate and plot.
+
+Works with any bundle of this project that follows the shared conventions: ``configs/train.json`` and
+``configs/evaluate.json`` (merged after it), ids ``label_ratio``, ``seed``, ``pretrained``, ``ckpt_dir`` and
+``output_dir``, and an evaluation that writes ``output_dir/metrics.json`` (numbers; keys starting with
+``n_`` are counts). Segmentation reports ``dice``/``iou``/``hd95``, classification ``accuracy``/``f1``; the
+study plots whatever numeric keys it finds (or those asked for).
+
+Each run (one initialisation, ratio and seed) gets its own folder ``output_dir/NAME/r{ratio}_s{seed}`` with
+``models/``, ``eval/`` and the logs; by default each bundle run is a fresh ``python -m monai.bundle run``
+process, so a crash or memory growth in one run cannot affect the next.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import math
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+__all__ = [
+    "DEFAULT_RATIOS",
+    "LabelEfficiencyRun",
+    "bundle_command",
+    "normalize_pretrained",
+    "plot_label_efficiency",
+    "run_label_efficiency",
+    "summarize_runs",
+]
+
+logger = logging.getLogger(__name__)
+
+#: the paper's label ratios (Fig. 5)
+DEFAULT_RATIOS: tuple[float, ...] = (0.2, 0.4, 0.6, 0.8, 1.0)
+
+
+class LabelEfficiencyRun:
+    """One cell of the study: an encoder initialisation, a label ratio and a seed.
+
+    Attributes:
+        name: short name of the initialisation (``"random"``, ``"openus"``...).
+        pretrained: the bundle's ``pretrained`` value (None: random init).
+        label_ratio: fraction of training labels.
+        seed: the bundle's ``seed`` (label subset, validation hold-out, initialisation, augmentation).
+        run_dir: folder of this run's checkpoints, evaluation and logs.
+    """
+
+    def __init__(self, name: str, pretrained: str | None, label_ratio: float, seed: int, run_dir: Path) -> None:
+        self.name, self.pretrained, self.label_ratio, self.seed, self.run_dir = name, pretrained, float(label_ratio), int(seed), Path(run_dir)
+
+    @property
+    def overrides(self) -> dict[str, Any]:
+        """The bundle overrides that define this run."""
+        return {
+            "label_ratio": self.label_ratio,
+            "seed": self.seed,
+            "pretrained": self.pretrained,
+            "ckpt_dir": str(self.run_dir / "models"),
+            "output_dir": str(self.run_dir / "eval"),
+        }
+
+    @property
+    def metrics_file(self) -> Path:
+        return self.run_dir / "eval" / "metrics.json"
+
+    def __repr__(self) -> str:
+        return f"LabelEfficiencyRun({self.name!r}, ratio={self.label_ratio}, seed={self.seed})"
+
+
+def normalize_pretrained(pretrained: str | Sequence[str | None] | Mapping[str, str | None] | None) -> dict[str, str | None]:
+    """``{name: checkpoint or None}`` from a mapping, a list of paths or one path.
+
+    ``""``/None/``"none"``/``"random"`` mean random initialisation (named ``random``); a path is named
+    after its file (``encoder.pt`` -> ``encoder``), made unique with a suffix when needed.
+
+    Raises:
+        FileNotFoundError: a checkpoint does not exist.
+    """
+    if pretrained is None or isinstance(pretrained, (str, os.PathLike)):
+        pretrained = [pretrained]
+    items = list(pretrained.items()) if isinstance(pretrained, Mapping) else [(None, p) for p in pretrained]
+    out: dict[str, str | None] = {}
+    for name, path in items:
+        path = None if path is None or str(path).strip().lower() in ("", "none", "null", "random") else str(path)
+        if path is not None and not Path(path).is_file():
+            raise FileNotFoundError(f"pretrained checkpoint {path} does not exist")
+        base = str(name) if name else ("random" if path is None else Path(path).name.split(".")[0])
+        unique, k = base, 2
+        while unique in out:
+            unique, k = f"{base}_{k}", k + 1
+        out[unique] = path
+    return out
+
+
+def _cli_value(value: Any) -> str:
+    """A value as ``monai.bundle`` (python-fire) parses it back."""
+    if value is None:
+        return "None"
+    if isinstance(value, str):
+        return value
+    return repr(value)
+
+
+def bundle_command(
+    bundle_root: str | os.PathLike,
+    config_files: Sequence[str | os.PathLike],
+    overrides: Mapping[str, Any],
+    run_id: str = "run",
+    python: str = sys.executable,
+) -> list[str]:
+    """The ``python -m monai.bundle run`` command line for a bundle, its config files and overrides."""
+    root = Path(bundle_root)
+    cmd = [python, "-m", "monai.bundle", "run", run_id, "--meta_file", str(root / "configs" / "metadata.json"),
+           "--config_file", repr([str(c) for c in config_files])]
+    logging_conf = root / "configs" / "logging.conf"
+    if logging_conf.is_file():
+        cmd += ["--logging_file", str(logging_conf)]
+    for key, value in {"bundle_root": str(root), **overrides}.items():
+        cmd += [f"--{key}", _cli_value(value)]
+    return cmd
+
+
+def _run_subprocess(cmd: list[str], log_file: Path) -> None:
+    log_file.parent.mkdir(parents=True, exist_ok=True)
+    with open(log_file, "w", encoding="utf-8") as log:
+        log.write("$ " + " ".join(cmd) + "\n")
+        log.flush()
+        proc = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, check=False)
+    if proc.returncode != 0:
+        tail = "".join(log_file.read_text(encoding="utf-8", errors="replace").splitlines(keepends=True)[-25:])
+        raise RuntimeError(f"bundle run failed (exit {proc.returncode}); log: {log_file}\n{tail}")
+
+
+def _run_in_process(bundle_root: Path, config_files: Sequence[str], overrides: Mapping[str, Any], workflow_type: str) -> None:
+    from monai.bundle import ConfigWorkflow
+
+    workflow = ConfigWorkflow(
+        config_file=[str(c) for c in config_files],
+        meta_file=str(bundle_root / "configs" / "metadata.json"),
+        workflow_type=workflow_type,
+        **{"bundle_root": str(bundle_root), **overrides},
+    )
+    workflow.initialize()
+    try:
+        workflow.run()
+    finally:
+        workflow.finalize()
+
+
+def _numeric(summary: Mapping[str, Any]) -> dict[str, float]:
+    return {k: float(v) for k, v in summary.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+
+
+def summarize_runs(rows: Sequence[Mapping[str, Any]], metrics: Sequence[str]) -> list[dict[str, Any]]:
+    """Mean and standard deviation (sample, ``ddof=1``; 0 for one seed) of each metric over seeds.
+
+    Args:
+        rows: one dict per run with ``name``, ``label_ratio`` and the metric values.
+        metrics: metric keys to summarise; non-finite values are left out.
+
+    Returns:
+        one dict per ``(name, label_ratio)``, sorted, with ``n_seeds``, ``<metric>_mean``, ``<metric>_std``.
+    """
+    groups: dict[tuple[str, float], list[Mapping[str, Any]]] = {}
+    for row in rows:
+        groups.setdefault((row["name"], float(row["label_ratio"])), []).append(row)
+    out = []
+    for (name, ratio), members in sorted(groups.items()):
+        entry: dict[str, Any] = {"name": name, "label_ratio": ratio, "n_seeds": len(members)}
+        for m in metrics:
+            values = [float(r[m]) for r in members if r.get(m) is not None and math.isfinite(float(r[m]))]
+            mean = sum(values) / len(values) if values else float("nan")
+            std = math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1)) if len(values) > 1 else 0.0
+            entry[f"{m}_mean"], entry[f"{m}_std"] = mean, (std if values else float("nan"))
+        out.append(entry)
+    return out
+
+
+def plot_label_efficiency(
+    rows: Sequence[Mapping[str, Any]], metrics: Sequence[str], path: str | os.PathLike, title: str = "Label efficiency"
+) -> Path:
+    """One panel per metric: mean over seeds vs label ratio per initialisation, a band of +- one standard
+    deviation and the single runs as dots (the picture of OpenUS Fig. 5). Written with matplotlib's Agg backend.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    summary = summarize_runs(rows, metrics)
+    names = sorted({r["name"] for r in rows})
+    fig, axes = plt.subplots(1, len(metrics), figsize=(4.2 * len(metrics), 3.6), squeeze=False)
+    for ax, m in zip(axes[0], metrics):
+        for i, name in enumerate(names):
+            colour = f"C{i}"
+            pts = [s for s in summary if s["name"] == name]
+            x = [s["label_ratio"] for s in pts]
+            mean = [s[f"{m}_mean"] for s in pts]
+            std = [s[f"{m}_std"] for s in pts]
+            ax.plot(x, mean, "-o", color=colour, label=name)
+            ax.fill_between(x, [a - b for a, b in zip(mean, std)], [a + b for a, b in zip(mean, std)], color=colour, alpha=0.2)
+            single = [(r["label_ratio"], r[m]) for r in rows if r["name"] == name and r.get(m) is not None]
+            if single:
+                ax.scatter(*zip(*single), s=10, color=colour, alpha=0.5)
+        ax.set_xlabel("label ratio")
+        ax.set_ylabel(m)
+        ax.grid(alpha=0.3)
+    axes[0][0].legend(title="encoder init")
+    fig.suptitle(title)
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def _write_csv(path: Path, rows: Sequence[Mapping[str, Any]]) -> None:
+    columns: list[str] = []
+    for row in rows:
+        columns += [k for k in row if k not in columns]
+    with open(path, "w", newline="", encoding="utf-8") as f:
+        writer = csv.DictWriter(f, fieldnames=columns)
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def run_label_efficiency(
+    bundle: str | os.PathLike,
+    output_dir: str | os.PathLike,
+    ratios: Sequence[float] = DEFAULT_RATIOS,
+    seeds: Sequence[int] = (0, 1, 2),
+    pretrained: str | Sequence[str | None] | Mapping[str, str | None] | None = None,
+    config_files: Sequence[str | os.PathLike] = (),
+    overrides: Mapping[str, Any] | None = None,
+    metrics: Sequence[str] | None = None,
+    resume: bool = False,
+    in_process: bool = False,
+    runner: Callable[[LabelEfficiencyRun, list[str], list[str], Mapping[str, Any]], None] | None = None,
+) -> dict[str, Any]:
+    """Train and evaluate ``bundle`` for every (initialisation, label ratio, seed); write a CSV and a plot.
+
+    Per run: ``train.json`` (+ ``config_files``) with ``run training``, then the same plus ``evaluate.json``
+    with ``run``; the overrides ``label_ratio``, ``seed``, ``pretrained``, ``ckpt_dir``, ``output_dir`` (and
+    ``overrides``) are given to both. The run's ``eval/metrics.json`` becomes a row of the table.
+
+    Args:
+        bundle: bundle folder (or a bundle name found by ``resolve_bundle_root``, e.g. ``"openus_seg"``).
+        output_dir: study folder: ``label_efficiency.csv`` (one row per run), ``label_efficiency_summary.csv``
+            (mean and std over seeds), ``label_efficiency.png`` and the run folders.
+        ratios: label ratios in (0, 1].
+        seeds: seeds; the spread over seeds is the band in the plot.
+        pretrained: initialisations: ``{name: checkpoint}``, a list of checkpoints, one path; ``""``/None is
+            random init (see :func:`normalize_pretrained`). Default: random init only.
+        config_files: extra config files merged after ``train.json`` (e.g. ``configs/tiny.json``); relative
+            paths are looked up in the working directory, then in the bundle folder.
+        overrides: more bundle overrides for every run, e.g. ``{"max_epochs": 50, "dataset_dir": "/data/busi"}``.
+        metrics: metric keys to tabulate and plot (default: every number in ``metrics.json`` except ``n_*``).
+        resume: reuse a run whose ``eval/metrics.json`` exists instead of running it again.
+        in_process: run the bundle workflows in this process (``ConfigWorkflow``) instead of subprocesses.
+        runner: replace the bundle runs by ``runner(run, train_configs, evaluate_configs, overrides)``,
+            which must write ``run.metrics_file`` (for tests and other schedulers).
+
+    Returns:
+        ``{"csv", "summary_csv", "plot", "rows", "summary", "metrics"}``.
+
+    Raises:
+        ValueError: a ratio outside (0, 1], no ratios or seeds, or no metric found.
+        RuntimeError: a bundle run failed (its log is named).
+    """
+    from openus_monai.bundle import resolve_bundle_root
+
+    bundle_root = Path(bundle)
+    if not (bundle_root / "configs" / "train.json").is_file():
+        bundle_root = Path(resolve_bundle_root(str(bundle)))
+    bundle_root = bundle_root.resolve()
+    for name in ("train.json", "evaluate.json", "metadata.json"):
+        if not (bundle_root / "configs" / name).is_file():
+            raise FileNotFoundError(f"{bundle_root} is not a bundle with configs/{name}")
+    ratios = [float(r) for r in (ratios if isinstance(ratios, (list, tuple)) else [ratios])]
+    seeds = [int(s) for s in (seeds if isinstance(seeds, (list, tuple)) else [seeds])]
+    if not ratios or not seeds:
+        raise ValueError("give at least one label ratio and one seed")
+    bad = [r for r in ratios if not 0.0 < r <= 1.0]
+    if bad:
+        raise ValueError(f"label ratios must be in (0, 1], got {bad}")
+    inits = normalize_pretrained(pretrained)
+    extra = []
+    for c in config_files or ():
+        p = Path(c)
+        extra.append(str(p.resolve() if p.is_file() else (bundle_root / p).resolve()))
+        if not Path(extra[-1]).is_file():
+            raise FileNotFoundError(f"config file {c} not found (looked in the working directory and {bundle_root})")
+    train_cfgs = [str(bundle_root / "configs" / "train.json"), *extra]
+    eval_cfgs = [*train_cfgs, str(bundle_root / "configs" / "evaluate.json")]
+    out = Path(output_dir).resolve()
+    out.mkdir(parents=True, exist_ok=True)
+
+    runs = [
+        LabelEfficiencyRun(name, path, r, s, out / name / f"r{r:g}_s{s}")
+        for name, path in inits.items() for r in ratios for s in seeds
+    ]
+    rows: list[dict[str, Any]] = []
+    for i, run in enumerate(runs, 1):
+        run_overrides = {**dict(overrides or {}), **run.overrides}
+        if resume and run.metrics_file.is_file():
+            logger.info("[%d/%d] %s: reusing %s", i, len(runs), run, run.metrics_file)
+        else:
+            start = time.time()
+            logger.info("[%d/%d] %s: training and evaluating in %s", i, len(runs), run, run.run_dir)
+            run.metrics_file.unlink(missing_ok=True)
+            if runner is not None:
+                runner(run, train_cfgs, eval_cfgs, run_overrides)
+            elif in_process:
+                _run_in_process(bundle_root, train_cfgs, run_overrides, "train")
+                _run_in_process(bundle_root, eval_cfgs, run_overrides, "infer")
+            else:
+                _run_subprocess(bundle_command(bundle_root, train_cfgs, run_overrides, "training"), run.run_dir / "train.log")
+                _run_subprocess(bundle_command(bundle_root, eval_cfgs, run_overrides, "run"), run.run_dir / "evaluate.log")
+            logger.info("[%d/%d] %s: done in %.0f s", i, len(runs), run, time.time() - start)
+        if not run.metrics_file.is_file():
+            raise RuntimeError(f"{run}: the evaluation wrote no {run.metrics_file}")
+        summary = json.loads(run.metrics_file.read_text(encoding="utf-8"))
+        rows.append({"name": run.name, "pretrained": run.pretrained or "", "label_ratio": run.label_ratio,
+                     "seed": run.seed, **_numeric(summary), "run_dir": str(run.run_dir)})
+
+    found = [k for k in rows[0] if k not in ("name", "pretrained", "label_ratio", "seed", "run_dir") and not k.startswith("n_")]
+    chosen = list(metrics) if metrics else found
+    missing = [m for m in chosen if all(m not in r for r in rows)]
+    if missing or not chosen:
+        raise ValueError(f"metrics {missing or chosen} not in the runs' metrics.json (found: {found})")
+    summary_rows = summarize_runs(rows, chosen)
+    csv_path, summary_path = out / "label_efficiency.csv", out / "label_efficiency_summary.csv"
+    _write_csv(csv_path, rows)
+    _write_csv(summary_path, summary_rows)
+    plot = plot_label_efficiency(rows, chosen, out / "label_efficiency.png", title=f"Label efficiency: {bundle_root.name}")
+    logger.info("label-efficiency table %s, summary %s, plot %s", csv_path, summary_path, plot)
+    return {"csv": str(csv_path), "summary_csv": str(summary_path), "plot": str(plot), "rows": rows,
+            "summary": summary_rows, "metrics": chosen}
