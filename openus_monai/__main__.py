@@ -65,6 +65,24 @@ class OpenUSCLI:
             f.write(text + "\n")
         return output
 
+    def export_backbone(self, checkpoint: str, out: str, key: str | None = None) -> str:
+        """Write the teacher encoder of a pretraining CHECKPOINT to OUT as a plain state dict.
+
+        Accepts this project's checkpoints (``network`` entry) and original OpenUS ones (``teacher``); the
+        result loads with ``openus_monai.networks.load_openus_checkpoint`` and the bundles' ``pretrained``.
+
+        Args:
+            checkpoint: the pretraining checkpoint (loaded with ``weights_only=True``).
+            out: the file to write (atomically).
+            key: entry to read, e.g. ``student`` (default: the teacher).
+
+        Returns:
+            the path written.
+        """
+        from openus_monai.networks.export import export_backbone
+
+        return str(export_backbone(checkpoint, out, key))
+
 
 def main() -> None:
     """Entry point of ``python -m openus_monai`` and the ``openus-monai`` script."""
