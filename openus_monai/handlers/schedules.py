@@ -25,7 +25,8 @@ def linear(start: float, end: float, p: float) -> float:
 
 
 def warmup_cosine(base: float, final: float, iteration: int, total: int, warmup: int, warmup_start: float = 0.0) -> float:
-    """Linear warm-up from ``warmup_start`` to ``base`` over ``warmup`` iterations, then cosine to ``final``."""
+    """Linear warm-up from ``warmup_start`` (first iteration) to ``base`` (iteration ``warmup``), then a
+    cosine from ``base`` to ``final`` (last iteration ``total``), as DINO's schedules."""
     if iteration <= warmup:
-        return linear(warmup_start, base, progress(iteration, warmup + 1))
+        return linear(warmup_start, base, progress(iteration, warmup))
     return cosine(base, final, progress(iteration - warmup, total - warmup))

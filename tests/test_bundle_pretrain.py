@@ -1,0 +1,150 @@
+"""The pretraining bundle end to end on CPU: CLI run, loss, checkpoints, export, resume, torchrun."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+
+import pytest
+import torch
+from ignite.engine import Events
+from monai.bundle import ConfigParser
+
+from openus_monai.bundle import latest_checkpoint, resolve_bundle_root
+from openus_monai.networks import build_encoder, load_openus_checkpoint
+from openus_monai.networks.export import encoder_state_dict
+
+from _helpers import REPO
+
+BUNDLE = REPO / "bundles" / "openus_pretrain"
+CONFIGS = [str(BUNDLE / "configs" / "train.json"), str(BUNDLE / "configs" / "tiny.json")]
+TINY_ENCODER = json.loads((BUNDLE / "configs" / "tiny.json").read_text())["encoder"]
+ITERATIONS = 32  # tiny.json: 16 demo images, batch 4, 8 epochs
+
+
+def run_cli(args: list[str], cwd, timeout=900, module=("-m", "monai.bundle")) -> subprocess.CompletedProcess:
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    proc = subprocess.run([sys.executable, *module, *args], cwd=cwd, capture_output=True, text=True, timeout=timeout, env=env)
+    assert proc.returncode == 0, f"exit {proc.returncode}\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}"
+    return proc
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory):
+    return tmp_path_factory.mktemp("pretrain_data") / "demo"
+
+
+@pytest.fixture(scope="module")
+def full_run(tmp_path_factory, data_dir):
+    """An uninterrupted tiny run through the CLI, from the bundle's own folder."""
+    out = tmp_path_factory.mktemp("pretrain_full")
+    proc = run_cli(
+        ["run", "training", "--config_file", str(CONFIGS), "--ckpt_dir", str(out / "models"), "--output_dir", str(out / "eval"), "--dataset_dir", str(data_dir)],
+        cwd=BUNDLE,
+    )
+    return out, proc.stdout + proc.stderr
+
+
+def parsed(overrides: dict) -> ConfigParser:
+    parser = ConfigParser()
+    parser.read_config(CONFIGS)
+    for key, value in overrides.items():
+        parser[key] = value
+    parser.parse()
+    return parser
+
+
+def test_bundle_root_resolves_from_bundle_and_repo():
+    assert resolve_bundle_root("openus_pretrain", start=BUNDLE) == str(BUNDLE)
+    assert resolve_bundle_root("openus_pretrain", start=REPO) == str(BUNDLE)
+
+
+def test_run_writes_checkpoints_and_loadable_backbone(full_run):
+    out, _ = full_run
+    models = out / "models"
+    final = models / "pretrain_final.pt"
+    assert final.is_file() and (models / "backbone.pt").is_file()
+    assert latest_checkpoint(models) == str(final)
+    checkpoint = torch.load(final, map_location="cpu", weights_only=True)
+    assert {"network", "optimizer", "trainer", "masking"} <= set(checkpoint)
+    assert checkpoint["trainer"]["iteration"] == ITERATIONS
+    assert checkpoint["network"]["ibot_loss.center"].abs().sum() > 0
+    encoder = build_encoder(TINY_ENCODER, in_channels=1)
+    report = load_openus_checkpoint(encoder, models / "backbone.pt", strict=True)
+    assert report.unexpected_keys == []
+    teacher = encoder_state_dict(checkpoint)
+    for name, value in encoder.state_dict().items():
+        assert torch.equal(value, teacher[name]), name
+    assert (out / "eval").is_dir() and any((out / "eval").iterdir())  # TensorBoard events
+
+
+def test_export_backbone_cli(full_run, tmp_path):
+    out, _ = full_run
+    run_cli(["export-backbone", str(out / "models" / "pretrain_final.pt"), str(tmp_path / "enc.pt")], cwd=REPO, module=("-m", "openus_monai"))
+    exported = torch.load(tmp_path / "enc.pt", weights_only=True)
+    reference = torch.load(out / "models" / "backbone.pt", weights_only=True)
+    assert exported.keys() == reference.keys() and all(torch.equal(exported[k], reference[k]) for k in exported)
+
+
+def test_total_loss_falls(full_run):
+    _, log = full_run
+    losses = [float(x) for x in re.findall(r"train_loss: ([0-9.]+)", log)]
+    assert len(losses) == ITERATIONS, log[-2000:]
+    first, last = sum(losses[:8]) / 8, sum(losses[-8:]) / 8
+    assert last < 0.8 * first, losses
+
+
+def test_stop_and_resume_equals_uninterrupted_run(full_run, data_dir, tmp_path):
+    out, _ = full_run
+    common = {"ckpt_dir": str(tmp_path / "models"), "output_dir": str(tmp_path / "eval"), "dataset_dir": str(data_dir)}
+
+    first = parsed(common)
+    for _ in first.get_parsed_content("initialize"):
+        pass
+    trainer = first.get_parsed_content("train#trainer")
+    trainer.add_event_handler(Events.ITERATION_COMPLETED(once=16), lambda e: e.terminate())  # after the save at 16
+    trainer.run()
+    assert trainer.state.iteration == 16
+
+    second = parsed(common | {"resume": True})
+    for _ in second.get_parsed_content("initialize"):
+        pass
+    resumed = second.get_parsed_content("train#trainer")
+    resumed.run()
+    assert resumed.state.iteration == ITERATIONS
+
+    ours = torch.load(tmp_path / "models" / "pretrain_final.pt", weights_only=True)["network"]
+    reference = torch.load(out / "models" / "pretrain_final.pt", weights_only=True)["network"]
+    for name, value in reference.items():
+        torch.testing.assert_close(ours[name], value, rtol=0, atol=1e-6, msg=name)
+
+
+def test_torchrun_two_gloo_processes(tmp_path, data_dir):
+    """multi_gpu_train.json on CPU: teacher weights identical on both ranks, rank 0 alone writes checkpoints."""
+    extra = tmp_path / "dump.json"
+    extra.write_text(
+        json.dumps(
+            {
+                "max_epochs": 2,
+                "finalize": [
+                    "$torch.save(@network.teacher.state_dict(), os.path.join(@output_dir, f'teacher_rank{dist.get_rank()}.pt'))",
+                    "$dist.destroy_process_group()",
+                ],
+            }
+        )
+    )
+    configs = CONFIGS + [str(BUNDLE / "configs" / "multi_gpu_train.json"), str(extra)]
+    args = ["--nproc_per_node=2", "-m", "monai.bundle", "run", "training", "--config_file", str(configs)]
+    args += ["--ckpt_dir", str(tmp_path / "models"), "--output_dir", str(tmp_path / "eval"), "--dataset_dir", str(data_dir)]
+    run_cli(args, cwd=REPO, module=("-m", "torch.distributed.run"))
+    a = torch.load(tmp_path / "eval" / "teacher_rank0.pt", weights_only=True)
+    b = torch.load(tmp_path / "eval" / "teacher_rank1.pt", weights_only=True)
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    init = build_encoder(TINY_ENCODER, in_channels=1)
+    trained = {k.removeprefix("encoder."): v for k, v in a.items() if k.startswith("encoder.")}
+    assert any(not torch.equal(trained[k], v) for k, v in init.state_dict().items())
+    saved = torch.load(tmp_path / "models" / "pretrain_final.pt", weights_only=True)
+    assert saved["trainer"]["iteration"] == 4  # 16 images / (2 ranks x 4) x 2 epochs

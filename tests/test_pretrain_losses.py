@@ -1,0 +1,114 @@
+"""iBOT loss, reconstruction loss (against the original's vectors), heads, teacher EMA, schedules."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from openus_monai.handlers import TeacherEMAHandler, cosine, warmup_cosine
+from openus_monai.losses import IBOTLoss, masked_reconstruction_loss
+from openus_monai.networks import VMamba, load_openus_checkpoint
+from openus_monai.networks.heads import IBOTHead, ReconstructionHead
+from openus_monai.networks.pretrain import OpenUSMetaArch
+
+from _helpers import REFERENCE
+
+
+def test_ibot_class_term_hand_computed():
+    loss = IBOTLoss(out_dim=2, student_temp=1.0)
+    t = torch.tensor([[[0.75, 0.25]], [[0.5, 0.5]]])  # [G=2, B=1, K=2]
+    s = torch.log(torch.tensor([[[0.5, 0.5]], [[0.9, 0.1]], [[0.2, 0.8]]]))  # [V=3, B=1, K]: log-probs as logits
+    cls, _ = loss(t, torch.zeros(2, 1, 1, 2), s, torch.zeros(2, 1, 1, 2), torch.zeros(2, 1, 1, dtype=torch.bool), n_global=2)
+    ce = lambda p, q: -(torch.tensor(p) * torch.log(torch.tensor(q))).sum()  # noqa: E731
+    expected = (ce([0.75, 0.25], [0.9, 0.1]) + ce([0.75, 0.25], [0.2, 0.8]) + ce([0.5, 0.5], [0.5, 0.5]) + ce([0.5, 0.5], [0.2, 0.8])) / 4
+    torch.testing.assert_close(cls, expected)
+
+
+def test_ibot_patch_term_ignores_unmasked_tokens():
+    loss = IBOTLoss(out_dim=3)
+    t_patch = F.softmax(torch.randn(2, 2, 4, 3), -1)
+    s_patch = torch.randn(2, 2, 4, 3)
+    masks = torch.tensor([[[1, 0, 1, 0], [0, 0, 0, 0]], [[1, 1, 1, 1], [0, 1, 0, 0]]], dtype=torch.bool)
+    args = (torch.full((2, 2, 3), 1 / 3), t_patch, torch.zeros(3, 2, 3))
+    _, patch = loss(*args, s_patch, masks, n_global=2)
+    changed = s_patch.clone()
+    changed[~masks] = 100 * torch.randn_like(changed[~masks])  # anything on unmasked tokens
+    _, patch2 = loss(*args, changed, masks, n_global=2)
+    torch.testing.assert_close(patch, patch2)
+    per_token = -(t_patch * F.log_softmax(s_patch / 0.1, -1)).sum(-1)
+    images = [per_token[g, b][masks[g, b]].mean() for g in range(2) for b in range(2) if masks[g, b].any()]
+    torch.testing.assert_close(patch, torch.stack(images).mean())
+
+
+def test_centre_update_and_teacher_sharpening():
+    loss = IBOTLoss(out_dim=4, center_momentum=0.9)
+    cls, patch = torch.randn(6, 4), torch.randn(6, 5, 4)
+    loss.update_center(cls, patch)
+    torch.testing.assert_close(loss.center, 0.1 * cls.mean(0, keepdim=True))
+    torch.testing.assert_close(loss.center_patch, 0.1 * patch.mean((0, 1))[None, None])
+    probs, _ = loss.teacher_probs(cls, patch, 0.04, 0.07)
+    torch.testing.assert_close(probs, F.softmax((cls - loss.center) / 0.04, -1))
+
+
+def test_reconstruction_matches_original_vectors():
+    path = REFERENCE / "openus_vmamba_tiny_vectors.pt"
+    if not path.is_file():
+        pytest.skip(f"reference vectors not found at {path}")
+    ref = torch.load(path, weights_only=True)
+    enc = VMamba(depths=ref["config"]["depths"], dims=ref["config"]["dims"])
+    load_openus_checkpoint(enc, ref["state_dict"])
+    head = ReconstructionHead(enc.num_features, 3, 32)
+    head.proj.load_state_dict({"weight": ref["state_dict"]["decoder.0.weight"], "bias": ref["state_dict"]["decoder.0.bias"]})
+    enc.train()
+    with torch.no_grad():
+        maps, _ = enc.forward_features(ref["input"], ref["mask"])
+        loss, cells = masked_reconstruction_loss(head(maps[-1]), ref["input"], ref["mask"])
+    torch.testing.assert_close(loss, ref["rec_loss"], rtol=0, atol=1e-4)
+    torch.testing.assert_close(cells.flatten(1), ref["recon_importance"][:, 0], rtol=0, atol=1e-4)
+
+
+def test_reconstruction_without_masked_cells_is_zero():
+    loss, cells = masked_reconstruction_loss(torch.randn(2, 1, 64, 64), torch.randn(2, 1, 64, 64), torch.zeros(2, 2, 2, dtype=torch.bool))
+    assert loss.item() == 0 and not cells.any()
+
+
+def test_heads_shapes():
+    head = IBOTHead(16, out_dim=10, hidden_dim=8, bottleneck_dim=4)
+    cls, patch = head(torch.randn(2, 5, 16))
+    assert cls.shape == (2, 10) and patch.shape == (2, 4, 10)
+    assert ReconstructionHead(16, 1, 32)(torch.randn(2, 16, 2, 3)).shape == (2, 1, 64, 96)
+
+
+def test_teacher_ema_and_eval_mode():
+    net = OpenUSMetaArch(VMamba(depths=(1, 1, 1, 1), dims=8, drop_path_rate=0.5), out_dim=16, hidden_dim=8, bottleneck_dim=4)
+    net.train()
+    assert not net.teacher.training and net.student.training
+    assert all(not p.requires_grad for p in net.teacher.parameters())
+    ema = TeacherEMAHandler(net.student, net.teacher, momentum=0.9, total_iterations=10)
+    with torch.no_grad():
+        for p in net.student.parameters():
+            p.add_(1.0)
+    before = {k: v.clone() for k, v in net.teacher.state_dict().items()}
+
+    class State:
+        iteration, metrics = 1, {}
+
+    class Engine:
+        state = State()
+
+    ema(Engine())
+    student = dict(net.student.named_parameters())
+    for name, p in net.teacher.named_parameters():
+        torch.testing.assert_close(p, 0.9 * before[name] + 0.1 * student[name])
+    assert ema.momentum_at(10) == pytest.approx(1.0)
+
+
+def test_schedule_functions():
+    assert cosine(0.1, 0.9, 0.0) == pytest.approx(0.1) and cosine(0.1, 0.9, 1.0) == pytest.approx(0.9)
+    assert warmup_cosine(1.0, 0.0, 1, 100, 10) == pytest.approx(0.0)
+    assert warmup_cosine(1.0, 0.0, 10, 100, 10) == pytest.approx(1.0)
+    assert warmup_cosine(1.0, 0.0, 100, 100, 10) == pytest.approx(0.0)
+    assert 0 < warmup_cosine(1.0, 0.0, 55, 100, 10) < 1 and not math.isnan(warmup_cosine(1.0, 0.0, 1, 1, 0))
