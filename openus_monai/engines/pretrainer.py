@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import math
+import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -187,12 +188,15 @@ class OpenUSPretrainer(Trainer):
         net = self.network
         autocast = torch.autocast(device_type=torch.device(device).type, dtype=torch.bfloat16, enabled=self.use_bf16)
 
+        clock = _PhaseClock()
         with autocast:
             t_cls, t_patch, scores = net.teacher(views_flat)
         t_cls_p, t_patch_p = net.ibot_loss.teacher_probs(t_cls.float(), t_patch.float(), sched["teacher_temp"], sched["teacher_patch_temp"])
         scores = scores.view(n_global, batch, -1).transpose(0, 1)
+        clock.lap("teacher")
         masks = self.masking.generate(scores, boxes, index, grid)  # [B, G, h, w]
         masks_flat = masks.transpose(0, 1).flatten(0, 1)
+        clock.lap("masking")
 
         local_masks = local_masks.transpose(0, 1).flatten(0, 1)
         net.train()
@@ -213,6 +217,7 @@ class OpenUSPretrainer(Trainer):
         terms = {"cls": cls_loss, "patch": patch_loss, "rec_global": rec_global, "rec_local": rec_local_loss}
         loss = sum(self.loss_weights[k] * v for k, v in terms.items())
 
+        clock.lap("student")
         self.optimizer.zero_grad(set_to_none=True)
         if not torch.isfinite(loss):
             return self._skip_nonfinite(engine, loss, terms)
@@ -222,6 +227,8 @@ class OpenUSPretrainer(Trainer):
         self.optimizer.step()
         net.ibot_loss.update_center(t_cls, t_patch)
         self.masking.record(cell_loss.view(n_global, batch, *grid).transpose(0, 1), masks, boxes, index)
+        clock.lap("backward")
+        engine.state.phase_seconds = clock.laps
 
         output = {"loss": loss.item()} | {f"loss_{k}": v.item() for k, v in terms.items()} | sched
         output |= {"mask_alpha": self.masking.alpha(), "mask_r_t": self.masking.r_t()}
@@ -239,6 +246,19 @@ class OpenUSPretrainer(Trainer):
                 "stopping. The last checkpoint holds the last good state."
             )
         return {"loss": math.nan, "skipped": 1.0}
+
+
+class _PhaseClock:
+    """Wall time of consecutive phases of an iteration (read by ``benchmarks/bench_pretrain.py``)."""
+
+    def __init__(self) -> None:
+        self.laps: dict[str, float] = {}
+        self.last = time.perf_counter()
+
+    def lap(self, name: str) -> None:
+        now = time.perf_counter()
+        self.laps[name] = now - self.last
+        self.last = now
 
 
 def _to_token_grid(masks: torch.Tensor, tokens: int) -> torch.Tensor:

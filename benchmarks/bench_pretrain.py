@@ -1,0 +1,119 @@
+"""One OpenUS pretraining iteration on the CPU, split into phases, and the attention-score step.
+
+Table 1: median seconds per phase of ``OpenUSPretrainer._iteration`` (teacher / masking / student +
+losses / backward + step + EMA bookkeeping) for 2 x 224 px global and 8 x 96 px local views, and the
+process's peak resident memory, for each encoder (each in its own process).
+Table 2: teacher attention scores of the last block at 224 px (7 x 7 tokens) the O(L) way against the
+original's full L x L maps, time and peak memory, each in its own process.
+
+    python -m benchmarks.bench_pretrain [--batch 2] [--iterations 4] [--attention-batch 16]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+
+import torch
+
+from benchmarks._measure import median_seconds, peak_rss_mib, run_isolated
+
+ENCODERS = {"vmamba_small": "vmamba_small", "tiny": {"depths": [1, 1, 1, 1], "dims": 16}}
+
+
+def synthetic_batch(batch: int, n_local: int = 8, global_size: int = 224, local_size: int = 96) -> dict[str, torch.Tensor]:
+    g = torch.Generator().manual_seed(0)
+    local_masks = torch.rand(batch, n_local, local_size // 32, local_size // 32, generator=g) < 0.3
+    boxes = torch.tensor([0.1, 0.1, 0.9, 0.9, 0.0]).expand(batch, 2, 5).clone()
+    return {
+        "global_views": torch.rand(batch, 2, 1, global_size, global_size, generator=g),
+        "global_boxes": boxes,
+        "local_views": torch.rand(batch, n_local, 1, local_size, local_size, generator=g),
+        "local_boxes": boxes[:, :1].expand(batch, n_local, 5).clone(),
+        "local_masks": local_masks,
+        "index": torch.arange(batch),
+    }
+
+
+def measure_iteration(encoder_name: str, batch: int, iterations: int, threads: int) -> dict:
+    from openus_monai.engines import OpenUSPretrainer
+    from openus_monai.handlers import SelfAdaptiveMaskingHandler, TeacherEMAHandler
+    from openus_monai.networks import build_encoder, param_groups
+    from openus_monai.networks.pretrain import OpenUSMetaArch
+
+    torch.manual_seed(0)
+    torch.set_num_threads(threads)
+    encoder = build_encoder(ENCODERS[encoder_name], in_channels=1, drop_path_rate=0.1)
+    net = OpenUSMetaArch(encoder)  # paper sizes: 8192 prototypes, 2048 hidden, 256 bottleneck
+    optimizer = torch.optim.AdamW(param_groups(net.student, 0.04, 5e-4, encoder=encoder))
+    data = [synthetic_batch(batch)] * (iterations + 1)
+    trainer = OpenUSPretrainer("cpu", 1, data, net, optimizer, SelfAdaptiveMaskingHandler(num_images=batch), warmup_epochs=0)
+    TeacherEMAHandler(net.student, net.teacher).attach(trainer)
+    laps: list[dict[str, float]] = []
+    from ignite.engine import Events
+
+    trainer.add_event_handler(Events.ITERATION_COMPLETED, lambda e: laps.append(dict(e.state.phase_seconds)))
+    trainer.run()
+    timed = laps[1:]  # the first iteration warms up allocators and caches
+    phases = {name: statistics.median(lap[name] for lap in timed) for name in timed[0]}
+    return {"encoder": encoder_name, "phases": phases, "total": sum(phases.values()), "peak_mib": peak_rss_mib()}
+
+
+def measure_attention(mode: str, batch: int, threads: int) -> dict:
+    from openus_monai.networks import ScanParams, attention_map, attention_scores
+
+    torch.set_num_threads(threads)
+    g = torch.Generator().manual_seed(0)
+    heads, dim, length = 4, 1536, 49  # VMamba-S last stage: d_inner 1536, 7 x 7 tokens at 224 px
+    params = ScanParams(
+        torch.nn.functional.softplus(torch.randn(batch, heads, dim, length, generator=g)),
+        -torch.exp(torch.randn(heads, dim, 1, generator=g)),
+        torch.randn(batch, heads, 1, length, generator=g),
+        torch.randn(batch, heads, 1, length, generator=g),
+        7,
+        7,
+    )
+    fn = (lambda: attention_scores(params)) if mode == "scores O(L)" else (lambda: attention_map(params).mean(1))
+    base = peak_rss_mib()
+    with torch.no_grad():
+        seconds = median_seconds(fn, repeats=3)
+    return {"mode": mode, "batch": batch, "seconds": seconds, "extra_mib": peak_rss_mib() - base}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--batch", type=int, default=2)
+    parser.add_argument("--iterations", type=int, default=4)
+    parser.add_argument("--attention-batch", type=int, default=16)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--case", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.case:
+        kind, name = args.case.split(":", 1)
+        if kind == "iteration":
+            print(json.dumps(measure_iteration(name, args.batch, args.iterations, args.threads)))
+        else:
+            print(json.dumps(measure_attention(name, args.attention_batch, args.threads)))
+        return
+
+    common = ["--batch", str(args.batch), "--iterations", str(args.iterations), "--threads", str(args.threads), "--attention-batch", str(args.attention_batch)]
+    rows = [run_isolated("benchmarks.bench_pretrain", common + ["--case", f"iteration:{name}"]) for name in ENCODERS]
+    print(f"One pretraining iteration, batch {args.batch} (2 x 224 + 8 x 96 views), CPU, {args.threads} threads, median of {args.iterations - 1}")
+    print("| encoder | teacher s | masking s | student + losses s | backward + step s | total s | peak RSS MiB |")
+    print("|---|---:|---:|---:|---:|---:|---:|")
+    for r in rows:
+        p = r["phases"]
+        print(f"| {r['encoder']} | {p['teacher']:.3f} | {p['masking']:.4f} | {p['student']:.3f} | {p['backward']:.3f} | {r['total']:.3f} | {r['peak_mib']:.0f} |")
+    modes = ["scores O(L)", "full L x L map"]
+    att = [run_isolated("benchmarks.bench_pretrain", common + ["--case", f"attention:{m}"]) for m in modes]
+    print()
+    print(f"Teacher attention scores, VMamba-S last block at 224 px (L = 49, 4 x 1536 channels), batch {args.attention_batch}")
+    print("| method | median s | extra peak RSS MiB | time ratio | memory ratio |")
+    print("|---|---:|---:|---:|---:|")
+    for a in att:
+        print(f"| {a['mode']} | {a['seconds']:.4f} | {a['extra_mib']:.0f} | {a['seconds'] / att[0]['seconds']:.1f}x | {a['extra_mib'] / max(att[0]['extra_mib'], 1):.0f}x |")
+
+
+if __name__ == "__main__":
+    main()
