@@ -1,5 +1,8 @@
 """VMamba-S at 224 x 224, batch 1, on the CPU: the fast scan against the sequential reference.
 
+Three passes: an inference forward (``no_grad``), a training forward (autograd records the graph, as
+in the student's forward during pretraining), and forward + backward.
+
 Each (backend, pass) case runs in its own process so that its peak memory is its own. Prints one
 table with medians, ratios against the reference, and peak resident memory.
 
@@ -16,7 +19,7 @@ import torch
 from benchmarks._measure import median_seconds, peak_rss_mib, run_isolated
 
 BACKENDS = ("torch", "reference")
-PASSES = ("forward", "forward+backward")
+PASSES = ("forward (inference, no grad)", "forward (training, grad recorded)", "forward+backward")
 
 
 def measure_case(model_name: str, backend: str, mode: str, size: int, repeats: int, threads: int) -> dict:
@@ -26,12 +29,18 @@ def measure_case(model_name: str, backend: str, mode: str, size: int, repeats: i
     torch.set_num_threads(threads)
     model = getattr(networks, model_name)(scan_backend=backend, in_channels=3)
     x = torch.randn(1, 3, size, size)
-    if mode == "forward":
+    if mode == PASSES[0]:
         model.eval()
 
         def step():
             with torch.no_grad():
                 model(x)
+
+    elif mode == PASSES[1]:
+        model.train()
+
+        def step():
+            model(x)
 
     else:
         model.train()
