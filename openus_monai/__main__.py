@@ -83,6 +83,56 @@ class OpenUSCLI:
 
         return str(export_backbone(checkpoint, out, key))
 
+    def label_efficiency(
+        self,
+        bundle: str = "openus_seg",
+        output_dir: str = "runs/label_efficiency",
+        ratios: float | tuple = (0.2, 0.4, 0.6, 0.8, 1.0),
+        seeds: int | tuple = (0, 1, 2),
+        pretrained: str | tuple | dict | None = None,
+        config_file: str | tuple | None = None,
+        overrides: dict | None = None,
+        metrics: str | tuple | None = None,
+        resume: bool = False,
+        in_process: bool = False,
+    ) -> dict:
+        """Label-efficiency study: train and evaluate BUNDLE for every label ratio, seed and encoder init.
+
+        Writes OUTPUT_DIR/label_efficiency.csv (one row per run), label_efficiency_summary.csv (mean and
+        std over seeds) and label_efficiency.png (metrics vs label ratio), as in OpenUS Fig. 5.
+
+        Args:
+            bundle: bundle folder or name (openus_seg, openus_cls).
+            output_dir: study folder.
+            ratios: label ratios, e.g. "[0.2,0.6,1.0]".
+            seeds: seeds, e.g. "[0,1,2]".
+            pretrained: encoder inits: a checkpoint, a list, or "{'openus': 'enc.pt', 'random': ''}"; "" = random.
+            config_file: extra config(s) merged after train.json, e.g. configs/tiny.json.
+            overrides: bundle overrides for every run, e.g. "{'max_epochs': 50, 'dataset_dir': '/data/busi'}".
+            metrics: metric keys to plot (default: all numbers in metrics.json but n_*).
+            resume: reuse runs that already have eval/metrics.json.
+            in_process: run the bundle in this process instead of one subprocess per run.
+
+        Returns:
+            the paths written and the summary rows.
+        """
+        import logging
+
+        from openus_monai.engines.label_efficiency import run_label_efficiency
+
+        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+
+        def as_list(v):
+            return None if v is None else list(v) if isinstance(v, (list, tuple)) else [v]
+
+        result = run_label_efficiency(
+            bundle, output_dir, ratios=as_list(ratios), seeds=as_list(seeds),
+            pretrained=pretrained if isinstance(pretrained, dict) else as_list(pretrained),
+            config_files=as_list(config_file) or (), overrides=overrides,
+            metrics=as_list(metrics), resume=resume, in_process=in_process,
+        )
+        return {k: result[k] for k in ("csv", "summary_csv", "plot", "summary")}
+
 
 def main() -> None:
     """Entry point of ``python -m openus_monai`` and the ``openus-monai`` script."""

@@ -117,7 +117,9 @@ class MetricsReport:
             finite = sum(math.isfinite(v) for v in values)
             if finite < n:
                 summary[f"n_{column}"] = finite
-            if any(r["has_foreground"] is not None for r in self._rows):
+            # the mean over images with foreground, where images without any have values of their own
+            # (Dice, IoU: 1 or 0); not for metrics undefined there (HD95), whose mean is that already
+            if any(r["has_foreground"] is False and math.isfinite(r[column]) for r in self._rows):
                 summary[f"{column}_nonempty"] = _mean([r[column] for r in self._rows if r["has_foreground"]])
         summary["n_images"] = n
         if any(r["has_foreground"] is not None for r in self._rows):

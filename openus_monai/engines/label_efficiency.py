@@ -196,8 +196,12 @@ def plot_label_efficiency(
 
     summary = summarize_runs(rows, metrics)
     names = sorted({r["name"] for r in rows})
-    fig, axes = plt.subplots(1, len(metrics), figsize=(4.2 * len(metrics), 3.6), squeeze=False)
-    for ax, m in zip(axes[0], metrics):
+    ncols = min(3, len(metrics))
+    nrows = math.ceil(len(metrics) / ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(4.2 * ncols, 3.4 * nrows), squeeze=False)
+    for ax in axes.flat[len(metrics):]:
+        ax.set_visible(False)
+    for ax, m in zip(axes.flat, metrics):
         for i, name in enumerate(names):
             colour = f"C{i}"
             pts = [s for s in summary if s["name"] == name]
@@ -278,7 +282,7 @@ def run_label_efficiency(
     from openus_monai.bundle import resolve_bundle_root
 
     bundle_root = Path(bundle)
-    if not (bundle_root / "configs" / "train.json").is_file():
+    if not bundle_root.is_dir():  # a name such as "openus_seg"
         bundle_root = Path(resolve_bundle_root(str(bundle)))
     bundle_root = bundle_root.resolve()
     for name in ("train.json", "evaluate.json", "metadata.json"):
@@ -320,7 +324,7 @@ def run_label_efficiency(
                 runner(run, train_cfgs, eval_cfgs, run_overrides)
             elif in_process:
                 _run_in_process(bundle_root, train_cfgs, run_overrides, "train")
-                _run_in_process(bundle_root, eval_cfgs, run_overrides, "infer")
+                _run_in_process(bundle_root, eval_cfgs, run_overrides, "train")
             else:
                 _run_subprocess(bundle_command(bundle_root, train_cfgs, run_overrides, "training"), run.run_dir / "train.log")
                 _run_subprocess(bundle_command(bundle_root, eval_cfgs, run_overrides, "run"), run.run_dir / "evaluate.log")

@@ -211,7 +211,7 @@ class SaveSegMaskd(SaveImaged):
                 raise ValueError(f"{src}: expected a label map [H, W] or [1, H, W], got {list(labels.shape)}")
             labels = labels.round().clamp(0, 255).to(torch.uint8)
             if is_nifti(src):
-                self.nifti_saver(MetaTensor(labels, affine=meta.get("affine")), meta_data=meta)
+                self.nifti_saver(MetaTensor(labels, meta=meta))  # the input's affine and header come with its metadata
             else:
                 self.saver(labels, meta_data=meta)
                 if self.overlay:
