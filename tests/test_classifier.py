@@ -151,6 +151,9 @@ def test_encode_labels_weights_sampler():
     with pytest.raises(ValueError, match="8.png: no class label"):
         cls.encode_labels([{"image": "8.png"}], ["a"])
     assert cls.encode_labels([{"image": "8.png"}], ["a"], require_labels=False) == [{"image": "8.png"}]
+    assert cls.labeled_split({"test": entries[:2]}, "test", ["a", "b", "c"]) == encoded[:2]
+    with pytest.raises(ValueError, match="no test images"):
+        cls.labeled_split({"training": entries, "test": []}, "test", ["a", "b", "c"])
     weights = cls.class_weights(encoded, 3)
     assert torch.allclose(weights, torch.tensor([6 / 9, 1.0, 2.0]))
     assert cls.class_weights(encoded, 3, class_balance="none") is None

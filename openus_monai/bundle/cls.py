@@ -48,6 +48,7 @@ __all__ = [
     "confusion_matrix",
     "encode_labels",
     "inference_datalist",
+    "labeled_split",
     "pick_metrics",
     "read_class_names",
 ]
@@ -92,6 +93,26 @@ def encode_labels(entries: Sequence[Mapping[str, Any]], class_names: Sequence[st
             entry["label"] = index[str(label)]
         out.append(entry)
     return out
+
+
+def labeled_split(datalist: Mapping[str, Any], split: str, class_names: Sequence[str]) -> list[dict]:
+    """The entries of ``datalist[split]`` encoded with :func:`encode_labels`, which must be non-empty.
+
+    Args:
+        datalist: the output of :func:`~openus_monai.data.build_datalist` for classification.
+        split: ``"training"``, ``"validation"`` or ``"test"``.
+        class_names: the classes in index order.
+
+    Raises:
+        ValueError: the split is empty (says how to provide it), or an entry has no or an unknown label.
+    """
+    entries = datalist.get(split) or []
+    if not entries:
+        raise ValueError(
+            f"the data set has no {split} images; give them in labels.csv (split column: train/val/test), in "
+            f"datalist.json ('{split}' list) or as {split}/CLASS/ folders (validation is otherwise held out of training)"
+        )
+    return encode_labels(entries, class_names)
 
 
 def _class_counts(entries: Sequence[Mapping[str, Any]], num_classes: int) -> np.ndarray:
