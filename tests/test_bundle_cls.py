@@ -154,6 +154,12 @@ def test_metadata_and_model_zoo_ids():
         "schema", "version", "monai_version", "pytorch_version", "numpy_version", "required_packages_version",
         "task", "description", "authors", "copyright", "network_data_format"]
     assert not [k for k in required if k not in meta]
+    try:
+        import jsonschema
+    except ImportError:
+        jsonschema = None
+    if jsonschema is not None and SCHEMA.is_file():
+        jsonschema.validate(meta, json.loads(SCHEMA.read_text()))
     assert meta["network_data_format"]["inputs"]["image"]["num_channels"] == 1
     assert "openus-monai" in meta["required_packages_version"]
 
