@@ -154,16 +154,17 @@ def test_label_ratio_subsets(demo_dir):
 
 
 # ----------------------------------------------------------------------------- end to end
-@pytest.fixture(scope="module")
-def runs(demo_dir, tmp_path_factory) -> dict[str, Path]:
-    """Train (2 epochs, tiny), then evaluate (from the bundle folder) and infer (from the repo root) in parallel."""
-    out = tmp_path_factory.mktemp("seg_run")
+def test_train_evaluate_infer_through_monai_bundle(demo_dir, tmp_path):
+    """Train (2 epochs, tiny) from the bundle folder, then evaluate (bundle folder) and infer (repo root) in
+    parallel. One test, so that parallel test workers never repeat the training."""
+    out = tmp_path
     common = ["--dataset_dir", str(demo_dir), "--ckpt_dir", str(out / "models")]
     train = subprocess.run(
         _bundle_cmd("run", "training", *META, "--config_file", TRAIN, *common, "--output_dir", str(out / "train")),
         cwd=BUNDLE, env=_env(), capture_output=True, text=True,
     )
-    _check(train, train.stdout + train.stderr)
+    train_log = train.stdout + train.stderr
+    _check(train, train_log)
     evaluate = subprocess.Popen(
         _bundle_cmd("run", *META, "--config_file", EVALUATE, *common, "--output_dir", str(out / "eval")),
         cwd=BUNDLE, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
@@ -176,37 +177,41 @@ def runs(demo_dir, tmp_path_factory) -> dict[str, Path]:
         cwd=REPO, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )
     for proc in (evaluate, infer):
-        text = proc.communicate()[0]
-        _check(proc, text)
-    return {"out": out, "train_log": train.stdout + train.stderr}
+        _check(proc, proc.communicate()[0])
 
-
-def test_train_writes_best_model(runs):
-    model = runs["out"] / "models" / "model.pt"
-    state = torch.load(model, map_location="cpu", weights_only=True)
+    # training: the best model, two epochs with validation, TensorBoard logs
+    state = torch.load(out / "models" / "model.pt", map_location="cpu", weights_only=True)
     assert any(k.startswith("decoder.") for k in state) and any(k.startswith("encoder.") for k in state)
-    assert "Epoch[2] Complete" in runs["train_log"] and "val_mean_dice" in runs["train_log"]
-    assert list((runs["out"] / "train").glob("events.out.tfevents.*")), "no TensorBoard log"
+    assert "Epoch[2] Complete" in train_log and "val_mean_dice" in train_log
+    assert list((out / "train").glob("events.out.tfevents.*")), "no TensorBoard log"
 
-
-def test_evaluate_metrics(runs, demo_dir):
-    eval_dir = runs["out"] / "eval"
-    summary = json.loads((eval_dir / "metrics.json").read_text())
-    assert {"dice", "iou", "hd95", "n_images"} <= set(summary)
+    # evaluation: per-image table and summary on the test split; Dice recomputed from the written masks
     test_rows = [r for r in csv.DictReader(open(demo_dir / "labels.csv")) if r["split"] == "test"]
-    assert summary["n_images"] == len(test_rows)
+    summary = json.loads((out / "eval" / "metrics.json").read_text())
+    assert {"dice", "iou", "hd95", "n_images"} <= set(summary) and summary["n_images"] == len(test_rows)
     assert 0.0 <= summary["dice"] <= 1.0 and 0.0 <= summary["iou"] <= summary["dice"] + 1e-6
-    _check_dice_from_masks(eval_dir)
+    _check_dice_from_masks(out / "eval")
 
-
-def test_inference_outputs(runs, demo_dir):
-    test_images = [demo_dir / r["image"] for r in csv.DictReader(open(demo_dir / "labels.csv")) if r["split"] == "test"]
-    written = sorted(p.name for p in (runs["out"] / "infer").glob("*.png"))
-    assert written == sorted(p.name for p in test_images)
+    # inference: one mask per input, named after it, at its size, values in {0, 1}
+    test_images = [demo_dir / r["image"] for r in test_rows]
+    assert sorted(p.name for p in (out / "infer").glob("*.png")) == sorted(p.name for p in test_images)
     for image in test_images:
-        mask = np.asarray(Image.open(runs["out"] / "infer" / image.name))
+        mask = np.asarray(Image.open(out / "infer" / image.name))
         assert mask.dtype == np.uint8 and mask.shape == np.asarray(Image.open(image)).shape[:2]
         assert set(np.unique(mask)) <= {0, 1}
+        assert np.array_equal(mask, np.asarray(Image.open(out / "eval" / "masks" / image.name)))  # same model, same maps
+
+
+def test_multi_gpu_config_runs_with_torchrun_on_cpu(demo_dir, tmp_path):
+    """configs/multi_gpu_train.json through torchrun, 2 processes, gloo on CPU (NCCL and cuda:RANK on GPUs)."""
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "-m", "monai.bundle", "run", "training",
+           *META, "--config_file", "['configs/train.json','configs/tiny.json','configs/multi_gpu_train.json']",
+           "--dataset_dir", str(demo_dir), "--ckpt_dir", str(tmp_path / "models"), "--output_dir", str(tmp_path / "eval"),
+           "--max_epochs", "1"]
+    proc = subprocess.run(cmd, cwd=BUNDLE, env=_env(), capture_output=True, text=True)
+    _check(proc, proc.stdout + proc.stderr)
+    state = torch.load(tmp_path / "models" / "model.pt", map_location="cpu", weights_only=True)
+    assert not any(k.startswith("module.") for k in state), "the checkpoint must not carry the DDP wrapper"
 
 
 def test_verify_net_in_out():
