@@ -167,7 +167,9 @@ class OpenUSPretrainer(Trainer):
                 if name.startswith(("last_layer", "last_layer2")):
                     p.grad = None
 
-    def _iteration(self, engine: Engine, batchdata: dict[str, torch.Tensor]) -> dict[str, Any]:
+    def _iteration(self, engine: Engine, batchdata: dict[str, torch.Tensor]) -> list[dict[str, Any]]:
+        """One pretraining step. Returns a one-item list of floats (loss terms, schedules), MONAI's decollated
+        convention, so stock handlers such as ``from_engine(["loss"], first=True)`` read it."""
         if batchdata is None:
             raise ValueError("must provide batch data for current iteration.")
         iteration = engine.state.iteration
@@ -234,9 +236,9 @@ class OpenUSPretrainer(Trainer):
         output |= {"mask_alpha": self.masking.alpha(), "mask_r_t": self.masking.r_t()}
         engine.state.metrics.update({k: v for k, v in output.items() if k != "loss"})
         engine.state.pretrain_sample = {"view": views_flat[:1].detach().float().cpu(), "reconstruction": rec[:1].detach().float().cpu()}
-        return output
+        return [output]
 
-    def _skip_nonfinite(self, engine: Engine, loss: torch.Tensor, terms: dict[str, torch.Tensor]) -> dict[str, Any]:
+    def _skip_nonfinite(self, engine: Engine, loss: torch.Tensor, terms: dict[str, torch.Tensor]) -> list[dict[str, Any]]:
         self.nonfinite_streak += 1
         detail = ", ".join(f"{k}={v.item():.4g}" for k, v in terms.items())
         logger.warning("iteration %d: non-finite loss (%s); step skipped (%d in a row)", engine.state.iteration, detail, self.nonfinite_streak)
@@ -245,7 +247,7 @@ class OpenUSPretrainer(Trainer):
                 f"{self.nonfinite_streak} consecutive non-finite losses at iteration {engine.state.iteration} ({detail}); "
                 "stopping. The last checkpoint holds the last good state."
             )
-        return {"loss": math.nan, "skipped": 1.0}
+        return [{"loss": math.nan, "skipped": 1.0}]
 
 
 class _PhaseClock:
