@@ -204,7 +204,7 @@ def test_train_evaluate_infer_through_monai_bundle(demo_dir, tmp_path):
 
 def test_multi_gpu_config_runs_with_torchrun_on_cpu(demo_dir, tmp_path):
     """configs/multi_gpu_train.json through torchrun, 2 processes, gloo on CPU (NCCL and cuda:RANK on GPUs)."""
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "-m", "monai.bundle", "run", "training",
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "monai.bundle", "run", "training",
            *META, "--config_file", "['configs/train.json','configs/tiny.json','configs/multi_gpu_train.json']",
            "--dataset_dir", str(demo_dir), "--ckpt_dir", str(tmp_path / "models"), "--output_dir", str(tmp_path / "eval"),
            "--max_epochs", "1"]
@@ -235,7 +235,8 @@ def _workflow(files: list[str], **overrides):
 
 
 def test_inference_formats_keep_size_and_name(tmp_path):
-    """PNG (non-square), JPEG (RGB), BMP, TIFF and NIfTI in; one uint8 label map per input, same size and name."""
+    """PNG (non-square), JPEG (RGB), BMP, TIFF, NIfTI and DICOM in; one uint8 label map per input, same size
+    (rows x columns as in the file) and name."""
     rng = np.random.default_rng(0)
     images = tmp_path / "images"
     images.mkdir()
@@ -244,16 +245,35 @@ def test_inference_formats_keep_size_and_name(tmp_path):
     Image.fromarray(rng.integers(0, 255, (50, 40), dtype=np.uint8)).save(images / "c.bmp")
     Image.fromarray(rng.integers(0, 255, (33, 47), dtype=np.uint8)).save(images / "d.tif")
     nib.save(nib.Nifti1Image(rng.random((45, 60)).astype(np.float32), np.eye(4)), images / "e.nii.gz")
+    itk = pytest.importorskip("itk")
+    itk.imwrite(itk.image_from_array(rng.integers(0, 3000, (36, 52)).astype(np.int16)), str(images / "f.dcm"))
     out = tmp_path / "out"
     _workflow(["inference.json", "tiny.json"], dataset_dir=str(images), output_dir=str(out), load_pretrain=False,
               num_workers=0, overlay=True)
-    expect = {"a.png": (70, 90), "b.png": (64, 80), "c.png": (50, 40), "d.png": (33, 47)}
+    expect = {"a.png": (70, 90), "b.png": (64, 80), "c.png": (50, 40), "d.png": (33, 47), "f.png": (36, 52)}
     for name, shape in expect.items():
         mask = np.asarray(Image.open(out / name))
         assert mask.shape == shape and mask.dtype == np.uint8 and set(np.unique(mask)) <= {0, 1}, name
     nii = nib.load(out / "e.nii.gz")
     assert nii.shape[:2] == (45, 60) and nii.get_data_dtype() == np.uint8
     assert (out / "a_overlay.png").is_file()
+
+
+def test_inference_datalist_sources(tmp_path, demo_dir):
+    from openus_monai.bundle.seg import inference_datalist
+
+    test_rows = [r for r in csv.DictReader(open(demo_dir / "labels.csv")) if r["split"] == "test"]
+    assert [e["image"] for e in inference_datalist(demo_dir)] == [str(demo_dir / r["image"]) for r in test_rows]
+    assert len(inference_datalist(demo_dir, split="all")) == sum(1 for _ in csv.DictReader(open(demo_dir / "labels.csv")))
+    datalist = tmp_path / "list.json"
+    datalist.write_text(json.dumps({"training": [{"image": str(demo_dir / test_rows[0]["image"])}], "test": [str(demo_dir / test_rows[1]["image"])]}))
+    assert inference_datalist(datalist) == [{"image": str(demo_dir / test_rows[1]["image"])}]
+    assert len(inference_datalist(datalist, split="all")) == 2
+    assert inference_datalist(demo_dir / test_rows[0]["image"]) == [{"image": str(demo_dir / test_rows[0]["image"])}]
+    with pytest.raises(FileNotFoundError):
+        inference_datalist(tmp_path / "missing")
+    with pytest.raises(ValueError, match="split"):
+        inference_datalist(demo_dir, split="val")
 
 
 def test_bad_mask_stops_training_naming_both_files(tmp_path):

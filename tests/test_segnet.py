@@ -14,7 +14,7 @@ from monai.transforms import Compose, LoadImaged
 from PIL import Image
 
 from openus_monai.networks import MambaDecoder, OpenUSSegNet, VMamba
-from openus_monai.transforms.seg import CheckSegPaird, EnsureGray2Dd, SaveSegMaskd, to_gray_2d
+from openus_monai.transforms.seg import CheckSegPaird, EnsureGray2Dd, SaveSegMaskd, image_readers, to_gray_2d
 
 TINY = {"depths": [1, 1, 1, 1], "dims": 16}
 
@@ -133,7 +133,8 @@ def _png(path: Path, array: np.ndarray) -> str:
     return str(path)
 
 
-LOAD = LoadImaged(["image", "label"], reader="PILReader", reverse_indexing=False, ensure_channel_first=True, allow_missing_keys=True)
+# as the bundle's configs load: [H, W] arrays for PNG/JPEG/BMP/TIFF (PIL) and DICOM (ITK); NIfTI by nibabel
+LOAD = LoadImaged(["image", "label"], reader=image_readers(), ensure_channel_first=True, allow_missing_keys=True)
 
 
 def _pipeline(num_classes: int = 2, threshold=None) -> Compose:
@@ -192,7 +193,7 @@ def test_bad_mask_error_names_both_files(tmp_path, mask, problem):
 def test_gray_conversion_matches_pil(tmp_path):
     rgb = np.random.default_rng(0).integers(0, 256, (20, 24, 3), dtype=np.uint8)
     path = _png(tmp_path / "c.png", rgb)
-    gray = LoadImaged("image", reader="PILReader", reverse_indexing=False, ensure_channel_first=True)({"image": path})["image"]
+    gray = LoadImaged("image", reader=image_readers(), ensure_channel_first=True)({"image": path})["image"]
     out = to_gray_2d(gray)
     expected = np.asarray(Image.open(path).convert("L"), dtype=np.float32)
     assert out.shape == (1, 20, 24) and np.abs(out[0].numpy() - expected).max() <= 1.0
@@ -204,7 +205,7 @@ def test_save_masks_png_and_nifti(tmp_path):
     img = np.zeros((30, 50), np.uint8)
     labels = np.zeros((30, 50), np.uint8)
     labels[3:9, 20:45] = 1
-    png = LoadImaged("image", reader="PILReader", reverse_indexing=False, ensure_channel_first=True)({"image": _png(tmp_path / "in" / "a b.png", img)})
+    png = LoadImaged("image", reader=image_readers(), ensure_channel_first=True)({"image": _png(tmp_path / "in" / "a b.png", img)})
     saver = SaveSegMaskd("pred", output_dir=tmp_path / "out", overlay=True)
     saver({**png, "pred": torch.as_tensor(labels)})
     written = np.asarray(Image.open(tmp_path / "out" / "a b.png"))
@@ -213,7 +214,7 @@ def test_save_masks_png_and_nifti(tmp_path):
 
     nii_path = tmp_path / "in" / "vol.nii.gz"
     nib.save(nib.Nifti1Image(np.zeros((30, 50), np.float32), np.diag([0.5, 0.5, 1.0, 1.0])), nii_path)
-    nii = LoadImaged("image", reader="PILReader", reverse_indexing=False, ensure_channel_first=True)({"image": str(nii_path)})
+    nii = LoadImaged("image", reader=image_readers(), ensure_channel_first=True)({"image": str(nii_path)})
     assert nii["image"].shape == (1, 30, 50)
     saver({**nii, "pred": torch.as_tensor(labels)[None]})
     out = nib.load(tmp_path / "out" / "vol.nii.gz")

@@ -15,10 +15,10 @@ from typing import Any
 import numpy as np
 import torch
 from monai.config import KeysCollection
-from monai.data import MetaTensor
+from monai.data import ITKReader, MetaTensor, NibabelReader, PILReader
 from monai.transforms import MapTransform, SaveImage, SaveImaged
 
-__all__ = ["CheckSegPaird", "EnsureGray2Dd", "SaveSegMaskd", "is_nifti", "source_path", "to_gray_2d"]
+__all__ = ["CheckSegPaird", "EnsureGray2Dd", "SaveSegMaskd", "image_readers", "is_nifti", "source_path", "to_gray_2d"]
 
 _LUMA = (0.299, 0.587, 0.114)  # ITU-R BT.601 weights, as PIL's convert("L")
 
@@ -37,10 +37,25 @@ def is_nifti(path: str | os.PathLike) -> bool:
     return str(path).lower().endswith((".nii", ".nii.gz"))
 
 
+def image_readers() -> list:
+    """The readers for ``LoadImaged(reader=...)``: 2D images as ``[H, W]`` arrays (rows, columns as in the file).
+
+    MONAI tries them last to first: ``PILReader(reverse_indexing=False)`` for PNG, JPEG, BMP, TIFF;
+    ``NibabelReader`` for NIfTI (its own axis order and affine, which the NIfTI outputs keep); and
+    ``ITKReader(reverse_indexing=True)`` (numpy order) for DICOM and the other formats ITK reads. (The
+    readers' defaults give ``[W, H]``; one ``reverse_indexing`` flag for all readers would not do, since it
+    means opposite things to PIL and ITK.)
+    """
+    return [ITKReader(reverse_indexing=True), NibabelReader(), PILReader(reverse_indexing=False)]
+
+
 def _squeeze_trailing(x: torch.Tensor, spatial_dims: int = 2) -> torch.Tensor:
-    """Drop trailing singleton dims of a channel-first ``[C, H, W, 1, ...]`` down to ``[C, H, W]``."""
+    """Drop singleton spatial dims of a channel-first array down to ``[C, H, W]``: trailing ones (a 2D NIfTI
+    stored as ``H x W x 1``), then leading ones (a one-slice DICOM read as ``[C, 1, H, W]``)."""
     while x.ndim > spatial_dims + 1 and x.shape[-1] == 1:
         x = x.squeeze(-1)
+    while x.ndim > spatial_dims + 1 and x.shape[1] == 1:
+        x = x.squeeze(1)
     return x
 
 
@@ -49,7 +64,7 @@ def to_gray_2d(img: torch.Tensor, name: str = "<in memory>") -> torch.Tensor:
 
     Accepts ``[1, H, W]`` (returned as is), ``[2, H, W]`` (gray + alpha: the gray channel), ``[3, H, W]``
     (RGB) and ``[4, H, W]`` (RGBA), converted with the BT.601 luma weights; trailing singleton spatial
-    dims (a 2D NIfTI stored as ``H x W x 1``) are dropped first.
+    dims (a 2D NIfTI stored as ``H x W x 1``, a one-slice DICOM) are dropped first.
 
     Raises:
         ValueError: the image is not 2D, or has another number of channels (names the file).
@@ -164,7 +179,7 @@ class SaveSegMaskd(SaveImaged):
     A :class:`~monai.transforms.SaveImaged` subclass, so MONAI Label's bundle tasks drop it from the
     postprocessing (they return the label map themselves). Expects the label map at the input's original
     size (``Invertd`` first), as ``[H, W]`` or ``[1, H, W]`` class indices; 2D arrays are ``[H, W]`` as in
-    the file (PNG read with ``PILReader(reverse_indexing=False)``), and are written the same way.
+    the file (read with :func:`image_readers`), and are written the same way.
 
     Args:
         keys: the label-map key, usually ``"pred"``.
@@ -213,6 +228,8 @@ class SaveSegMaskd(SaveImaged):
             if is_nifti(src):
                 self.nifti_saver(MetaTensor(labels, meta=meta))  # the input's affine and header come with its metadata
             else:
+                # a 2D file: the written shape is the label map's (a DICOM's metadata may describe one 3D slice)
+                meta["spatial_shape"] = np.asarray(labels.shape[1:])
                 self.saver(labels, meta_data=meta)
                 if self.overlay:
                     self._write_overlay(src, labels[0].numpy(), meta)
