@@ -131,7 +131,8 @@ def _row(r: dict) -> str:
     t = r["test"]
     ips = r["iterations"] * r["batch_size"] / r["train_s"] if r["train_s"] else float("nan")
     return (f"| {r['model']} | {r['params'] / 1e6:.2f} M | {r['iterations']} ({r['epochs']:.1f}) | {ips:.1f} | "
-            f"{r['best_val_dice']:.3f} | {t['dice']:.3f} | {t['dice_nonempty']:.3f} | {t['iou']:.3f} | {t['hd95']:.1f} ({t.get('n_hd95', t['n_images'])}) |")
+            f"{r['best_val_dice']:.3f} | {t['dice']:.3f} | {t['dice_nonempty']:.3f} | {t['iou']:.3f} | "
+            f"{t['hd95']:.1f} ({t.get('n_hd95', t['n_images'])}) |")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -166,7 +167,8 @@ def main(argv: list[str] | None = None) -> None:
     print(f"BUSI segmentation, {args.budget_s:.0f} s training per model, {args.image_size} px, batch {args.batch_size}, "
           f"AdamW lr {args.lr:g}, {args.threads} thread(s), CPU ({os.cpu_count()} cores, shared); test split, 156 images, "
           f"original resolution")
-    print("| model | parameters | iterations (epochs) | train images/s | best val Dice | test Dice | test Dice, lesion images | test IoU | test HD95 px (n) |")
+    print("| model | parameters | iterations (epochs) | train images/s | best val Dice | test Dice | "
+          "test Dice, lesion images | test IoU | test HD95 px (n) |")
     print("|---|---|---|---|---|---|---|---|---|")
     for r in results:
         print(_row(r))

@@ -259,6 +259,24 @@ def test_inference_formats_keep_size_and_name(tmp_path):
     assert (out / "a_overlay.png").is_file()
 
 
+def test_pretrained_override_loads_exported_encoder_exactly(tmp_path):
+    """--pretrained PATH: the bundle's network starts from exactly the exported encoder's weights."""
+    from openus_monai.networks import VMamba
+
+    torch.manual_seed(7)
+    encoder = VMamba(depths=[1, 1, 1, 1], dims=16, in_channels=1)
+    with torch.no_grad():
+        for p in encoder.parameters():
+            p.add_(torch.randn_like(p))
+    torch.save(encoder.state_dict(), tmp_path / "encoder.pt")  # the export format: a plain encoder state dict
+    net = _parser(["train.json", "tiny.json"], pretrained=str(tmp_path / "encoder.pt")).get_parsed_content("network_def")
+    loaded = net.encoder.state_dict()
+    assert loaded.keys() == encoder.state_dict().keys()
+    assert all(torch.equal(loaded[k], v) for k, v in encoder.state_dict().items())
+    fresh = _parser(["train.json", "tiny.json"]).get_parsed_content("network_def").encoder.state_dict()
+    assert not torch.equal(fresh["patch_embed.0.weight"], loaded["patch_embed.0.weight"])
+
+
 def test_inference_datalist_sources(tmp_path, demo_dir):
     from openus_monai.bundle.seg import inference_datalist
 
@@ -266,8 +284,9 @@ def test_inference_datalist_sources(tmp_path, demo_dir):
     assert [e["image"] for e in inference_datalist(demo_dir)] == [str(demo_dir / r["image"]) for r in test_rows]
     assert len(inference_datalist(demo_dir, split="all")) == sum(1 for _ in csv.DictReader(open(demo_dir / "labels.csv")))
     datalist = tmp_path / "list.json"
-    datalist.write_text(json.dumps({"training": [{"image": str(demo_dir / test_rows[0]["image"])}], "test": [str(demo_dir / test_rows[1]["image"])]}))
-    assert inference_datalist(datalist) == [{"image": str(demo_dir / test_rows[1]["image"])}]
+    first, second = (str(demo_dir / r["image"]) for r in test_rows[:2])
+    datalist.write_text(json.dumps({"training": [{"image": first}], "test": [second]}))
+    assert inference_datalist(datalist) == [{"image": second}]
     assert len(inference_datalist(datalist, split="all")) == 2
     assert inference_datalist(demo_dir / test_rows[0]["image"]) == [{"image": str(demo_dir / test_rows[0]["image"])}]
     with pytest.raises(FileNotFoundError):

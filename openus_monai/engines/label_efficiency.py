@@ -53,7 +53,8 @@ class LabelEfficiencyRun:
     """
 
     def __init__(self, name: str, pretrained: str | None, label_ratio: float, seed: int, run_dir: Path) -> None:
-        self.name, self.pretrained, self.label_ratio, self.seed, self.run_dir = name, pretrained, float(label_ratio), int(seed), Path(run_dir)
+        self.name, self.pretrained = name, pretrained
+        self.label_ratio, self.seed, self.run_dir = float(label_ratio), int(seed), Path(run_dir)
 
     @property
     def overrides(self) -> dict[str, Any]:

@@ -8,7 +8,7 @@ each mask in its input's format (PNG for 2D image files, NIfTI for NIfTI) under 
 from __future__ import annotations
 
 import os
-from collections.abc import Hashable, Mapping, Sequence
+from collections.abc import Hashable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -144,7 +144,9 @@ class CheckSegPaird(MapTransform):
         if mask.shape[0] > 1:
             colour = mask[:3] if mask.shape[0] in (3, 4) else mask
             if not bool((colour == colour[:1]).all()):
-                raise self._fail(image, label, f"the mask has {mask.shape[0]} channels that differ (a colour mask?); save it as one channel of class values")
+                raise self._fail(
+                    image, label, f"the mask has {mask.shape[0]} channels that differ (a colour mask?); save it as one channel of class values"
+                )
             mask = mask[:1]
         image_size = tuple(_squeeze_trailing(image).shape[1:])
         if tuple(mask.shape[1:]) != image_size:
