@@ -137,7 +137,7 @@ def test_torchrun_two_gloo_processes(tmp_path, data_dir):
         )
     )
     configs = CONFIGS + [str(BUNDLE / "configs" / "multi_gpu_train.json"), str(extra)]
-    args = ["--nproc_per_node=2", "-m", "monai.bundle", "run", "training", "--config_file", str(configs)]
+    args = ["--standalone", "--nproc_per_node=2", "-m", "monai.bundle", "run", "training", "--config_file", str(configs)]
     args += ["--ckpt_dir", str(tmp_path / "models"), "--output_dir", str(tmp_path / "eval"), "--dataset_dir", str(data_dir)]
     run_cli(args, cwd=REPO, module=("-m", "torch.distributed.run"))
     a = torch.load(tmp_path / "eval" / "teacher_rank0.pt", weights_only=True)

@@ -99,3 +99,13 @@ def test_forced_backends_agree_in_the_encoder():
     ref.load_state_dict(fast.state_dict())
     x = torch.randn(1, 3, 64, 64)
     torch.testing.assert_close(fast(x)[-1], ref(x)[-1], rtol=1e-5, atol=1e-5)
+
+
+def test_accepts_monai_metatensor():
+    from monai.data import MetaTensor
+
+    enc = VMamba(depths=(1, 1, 1, 1), dims=8).eval()
+    x = torch.randn(1, 3, 64, 64)
+    maps, scores = enc(MetaTensor(x), return_attention=True)
+    assert type(maps[-1]) is torch.Tensor
+    torch.testing.assert_close(maps[-1], enc(x)[-1])
