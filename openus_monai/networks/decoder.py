@@ -8,7 +8,7 @@ import torch
 import torch.nn as nn
 from monai.networks.layers import DropPath
 
-from .layers import LayerNorm2d, Linear2d
+from .layers import LayerNorm2d, Linear2d, init_linear_and_norm
 from .ss2d import SS2D
 
 __all__ = ["ChannelAttention", "ChannelAttentionBlock", "MambaDecoder", "MambaDecoderBlock", "PatchExpand"]
@@ -177,17 +177,7 @@ class MambaDecoder(nn.Module):
         self.stages = nn.ModuleList(stages)
         self.upsamples = nn.ModuleList(upsamples)
         self.head = nn.Conv2d(dims[0], num_classes, 1)
-        self.apply(self._init_weights)
-
-    @staticmethod
-    def _init_weights(module: nn.Module) -> None:
-        if isinstance(module, nn.Linear):  # Linear2d expansions; SS2D re-initialises its own SSM tensors
-            nn.init.trunc_normal_(module.weight, std=0.02)
-            if module.bias is not None:
-                nn.init.zeros_(module.bias)
-        elif isinstance(module, nn.LayerNorm):
-            nn.init.ones_(module.weight)
-            nn.init.zeros_(module.bias)
+        self.apply(init_linear_and_norm)
 
     def forward(self, features: Sequence[torch.Tensor]) -> torch.Tensor:
         """Args:

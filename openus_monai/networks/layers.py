@@ -6,7 +6,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-__all__ = ["LayerNorm2d", "Linear2d", "Mlp2d"]
+__all__ = ["LayerNorm2d", "Linear2d", "Mlp2d", "init_linear_and_norm"]
 
 
 class LayerNorm2d(nn.LayerNorm):
@@ -37,3 +37,15 @@ class Mlp2d(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.drop(self.fc2(self.drop(self.act(self.fc1(x)))))
+
+
+def init_linear_and_norm(module: nn.Module) -> None:
+    """VMamba's initialisation, for ``model.apply``: linear (and :class:`Linear2d`) weights truncated-normal
+    with std 0.02 and zero bias; LayerNorms to identity. SS2D re-initialises its own SSM tensors."""
+    if isinstance(module, nn.Linear):
+        nn.init.trunc_normal_(module.weight, std=0.02)
+        if module.bias is not None:
+            nn.init.zeros_(module.bias)
+    elif isinstance(module, nn.LayerNorm):
+        nn.init.ones_(module.weight)
+        nn.init.zeros_(module.bias)

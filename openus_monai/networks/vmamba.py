@@ -11,7 +11,7 @@ from monai.data import MetaTensor
 from monai.networks.layers import DropPath
 from torch.utils.checkpoint import checkpoint
 
-from .layers import LayerNorm2d, Mlp2d
+from .layers import LayerNorm2d, Mlp2d, init_linear_and_norm
 from .ops.attention import ScanParams, attention_map, attention_scores
 from .ss2d import SS2D
 
@@ -132,17 +132,7 @@ class VMamba(nn.Module):
         self.layers = nn.ModuleList(stages)
         for i, dim in enumerate(dims):
             self.add_module(f"outnorm{i}", LayerNorm2d(dim))
-        self.apply(self._init_weights)
-
-    @staticmethod
-    def _init_weights(module: nn.Module) -> None:
-        if isinstance(module, nn.Linear):
-            nn.init.trunc_normal_(module.weight, std=0.02)
-            if module.bias is not None:
-                nn.init.zeros_(module.bias)
-        elif isinstance(module, nn.LayerNorm):
-            nn.init.ones_(module.weight)
-            nn.init.zeros_(module.bias)
+        self.apply(init_linear_and_norm)
 
     @property
     def num_features(self) -> int:
