@@ -18,10 +18,16 @@ class LayerNorm2d(nn.LayerNorm):
 
 
 class Linear2d(nn.Linear):
-    """A 1x1 convolution that stores its weight as a linear layer's ``[out, in]`` (checkpoint-compatible)."""
+    """A 1x1 convolution on ``[B, C, H, W]`` with a linear layer's ``[out, in]`` weight (checkpoint-compatible).
+
+    Computed as a batched matrix product, whose forward and backward are plain GEMMs (faster on the CPU
+    than a 1x1 convolution's backward).
+    """
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.conv2d(x, self.weight[:, :, None, None], self.bias)
+        batch, channels, height, width = x.shape
+        y = torch.matmul(self.weight, x.reshape(batch, channels, height * width)).view(batch, -1, height, width)
+        return y if self.bias is None else y + self.bias[:, None, None]
 
 
 class Mlp2d(nn.Module):

@@ -24,26 +24,34 @@ import torch.nn.functional as F
 __all__ = ["linear_recurrence", "selective_scan_cpu"]
 
 
-def _scan(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """``h_t = a_t * h_{t-1} + b_t`` along dim 0 of contiguous ``[L, M]`` tensors, without autograd."""
+def _scan(a: torch.Tensor, b: torch.Tensor, reverse: bool = False) -> torch.Tensor:
+    """``h_t = a_t * h_{t-1} + b_t`` (``reverse``: ``h_t = a_t * h_{t+1} + b_t``) along dim 0 of contiguous
+    ``[L, M]`` tensors, without autograd."""
     length = a.shape[0]
     chunk = max(1, math.isqrt(length))
     n_chunks = -(-length // chunk)
     pad = n_chunks * chunk - length
-    if pad:  # pad at the end: padded steps never influence earlier ones
-        a, b = F.pad(a, (0, 0, 0, pad)), F.pad(b, (0, 0, 0, pad))
+    if pad:  # padded steps go where the scan ends, so they never influence real ones
+        spec = (0, 0, pad, 0) if reverse else (0, 0, 0, pad)
+        a, b = F.pad(a, spec), F.pad(b, spec)
     a = a.view(n_chunks, chunk, -1)
     h = b.reshape(n_chunks, chunk, -1).clone()
-    decay = a.clone()  # decay[:, t] = a[:, 1] ... a[:, t] within each chunk (a[:, 0] applies to the carry)
-    for t in range(1, chunk):
-        h[:, t].addcmul_(a[:, t], h[:, t - 1])
-        decay[:, t].mul_(decay[:, t - 1])
+    decay = a.clone()  # running products of the decays within each chunk, in scan order
+    prev = 1 if reverse else -1  # offset of the previous step in scan order
+    for t in range(chunk - 2, -1, -1) if reverse else range(1, chunk):
+        h[:, t].addcmul_(a[:, t], h[:, t + prev])
+        decay[:, t].mul_(decay[:, t + prev])
     if n_chunks > 1:
-        carry = h[:, -1].clone()  # true final state of each chunk, once carried
-        for c in range(1, n_chunks):
-            carry[c].addcmul_(decay[c, -1], carry[c - 1])
-        h[1:].addcmul_(decay[1:], carry[:-1, None])
-    return h.view(n_chunks * chunk, -1)[:length]
+        last = 0 if reverse else -1  # each chunk's final step in scan order
+        carry = h[:, last].clone()  # true final state of each chunk, once carried
+        for c in range(n_chunks - 2, -1, -1) if reverse else range(1, n_chunks):
+            carry[c].addcmul_(decay[c, last], carry[c + prev])
+        if reverse:
+            h[:-1].addcmul_(decay[:-1], carry[1:, None])
+        else:
+            h[1:].addcmul_(decay[1:], carry[:-1, None])
+    h = h.view(n_chunks * chunk, -1)
+    return h[pad:] if reverse else h[:length]
 
 
 class _LinearRecurrence(torch.autograd.Function):
@@ -61,13 +69,16 @@ class _LinearRecurrence(torch.autograd.Function):
     def backward(ctx, grad_h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         a, h = ctx.saved_tensors
         shape = grad_h.shape
-        # g_t = grad_t + a_{t+1} g_{t+1}: the forward recurrence on the reversed sequence.
-        a_next = torch.cat([a[1:], torch.zeros_like(a[:1])]).flip(0)
-        g = _scan(a_next, grad_h.reshape(a.shape).flip(0)).flip(0)
+        g = grad_h.reshape(a.shape)
+        # dL/dh: G_t = g_t + a_{t+1} G_{t+1}. With P_t = a_t G_t this is the reverse scan
+        # P_t = a_t g_t + a_t P_{t+1}, and G_t = g_t + P_{t+1}: no shifted or flipped copies needed.
+        p = _scan(a, a * g, reverse=True)
+        grad_b = g.clone()
+        grad_b[:-1] += p[1:]
         grad_a = torch.empty_like(a)
         grad_a[0].zero_()
-        torch.mul(g[1:], h[:-1], out=grad_a[1:])
-        return grad_a.view(shape), g.reshape(shape)
+        torch.mul(grad_b[1:], h[:-1], out=grad_a[1:])
+        return grad_a.view(shape), grad_b.view(shape)
 
 
 def linear_recurrence(a: torch.Tensor, b: torch.Tensor, dim: int = 0, reverse: bool = False) -> torch.Tensor:
