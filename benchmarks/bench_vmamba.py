@@ -69,8 +69,8 @@ def main() -> None:
     common = ["--model", args.model, "--size", str(args.size), "--repeats", str(args.repeats), "--threads", str(args.threads)]
     rows = {(b, m): run_isolated("benchmarks.bench_vmamba", common + ["--case", b, m]) for m in PASSES for b in BACKENDS}
     print(f"{args.model}, {args.size} x {args.size}, batch 1, {args.threads} threads, median of {args.repeats} (torch {torch.__version__})")
-    print(f"| pass | scan backend | median s | speed-up vs reference | peak RSS MiB |")
-    print(f"|---|---|---:|---:|---:|")
+    print("| pass | scan backend | median s | speed-up vs reference | peak RSS MiB |")
+    print("|---|---|---:|---:|---:|")
     for m in PASSES:
         ref = rows[("reference", m)]["seconds"]
         for b in BACKENDS:

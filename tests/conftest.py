@@ -1,16 +1,16 @@
-"""Test setup: the repository importable without installation, one thread per xdist worker."""
+"""Test setup: the repository importable without installation, one thread per test process."""
 
 import os
 import sys
 from pathlib import Path
 
-# Under pytest-xdist each worker (and each bundle it launches) gets one thread: two workers with two
-# OpenMP threads each on two cores oversubscribe them, and OpenMP's spinning makes that many times slower.
-if "PYTEST_XDIST_WORKER" in os.environ:
-    os.environ.setdefault("OMP_NUM_THREADS", "1")
-    import torch
+# One thread per test process, and (through the environment) per bundle it launches: the test models are
+# tiny, two xdist workers with two OpenMP threads each oversubscribe two cores (OpenMP's spinning makes that
+# many times slower), and in-process and subprocess runs that are compared number for number agree on it.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+import torch  # noqa: E402
 
-    torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
+torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
 
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:

@@ -83,14 +83,6 @@ def check_against_sklearn(eval_dir: Path, class_names: list[str]) -> dict:
     return metrics
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny tensors on a shared CPU: one intra-op thread is several times faster than two."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 
 @pytest.fixture(scope="module")
 def demo_dir(tmp_path_factory) -> Path:

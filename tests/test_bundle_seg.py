@@ -32,14 +32,6 @@ INFER = "['configs/inference.json','configs/tiny.json']"
 META = ["--meta_file", "configs/metadata.json", "--logging_file", "configs/logging.conf"]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny models gain nothing from threads, and on a shared 2-core machine two threads are much slower."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
 
 def _env() -> dict[str, str]:
     env = dict(os.environ)

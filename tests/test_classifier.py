@@ -18,14 +18,6 @@ TINY = {"depths": [1, 1, 1, 1], "dims": 8}
 BUNDLE = Path(__file__).resolve().parents[1] / "bundles" / "openus_cls"
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny tensors on a shared CPU: one intra-op thread is several times faster than two."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 
 @pytest.fixture(scope="module")
 def demo_cls_dir(tmp_path_factory):

@@ -11,21 +11,12 @@ import sys
 from pathlib import Path
 
 import pytest
-import torch
 
 from openus_monai.engines.label_efficiency import bundle_command, normalize_pretrained, run_label_efficiency, summarize_runs
 
 REPO = Path(__file__).resolve().parents[1]
 SEG = REPO / "bundles" / "openus_seg"
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny models gain nothing from threads, and on a shared 2-core machine two threads are much slower."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def _fake_bundle(root: Path) -> Path:

@@ -6,19 +6,10 @@ import csv
 import json
 from pathlib import Path
 
-import pytest
 import torch
 
 BUNDLE = Path(__file__).resolve().parents[1] / "bundles" / "openus_cls"
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny tensors on a shared CPU: one intra-op thread is several times faster than two."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def test_label_efficiency_on_openus_cls(tmp_path):

@@ -19,14 +19,6 @@ from openus_monai.transforms.seg import CheckSegPaird, EnsureGray2Dd, SaveSegMas
 TINY = {"depths": [1, 1, 1, 1], "dims": 16}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny models gain nothing from threads, and on a shared 2-core machine two threads are much slower."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
 
 def _net(**kwargs) -> OpenUSSegNet:
     torch.manual_seed(0)
