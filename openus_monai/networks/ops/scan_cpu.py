@@ -27,15 +27,17 @@ __all__ = ["linear_recurrence", "selective_scan_cpu"]
 def _scan(a: torch.Tensor, b: torch.Tensor, reverse: bool = False) -> torch.Tensor:
     """``h_t = a_t * h_{t-1} + b_t`` (``reverse``: ``h_t = a_t * h_{t+1} + b_t``) along dim 0 of contiguous
     ``[L, M]`` tensors, without autograd."""
-    length = a.shape[0]
+    # int(): a constant under torch.jit.trace too, so that a traced model (whose loops below are unrolled for
+    # this length) fails at another length in the view below instead of skipping carry steps
+    length = int(a.shape[0])
     chunk = max(1, math.isqrt(length))
     n_chunks = -(-length // chunk)
     pad = n_chunks * chunk - length
     if pad:  # padded steps go where the scan ends, so they never influence real ones
         spec = (0, 0, pad, 0) if reverse else (0, 0, 0, pad)
         a, b = F.pad(a, spec), F.pad(b, spec)
-    a = a.view(n_chunks, chunk, -1)
-    h = b.reshape(n_chunks, chunk, -1).clone()
+    a = a.view(n_chunks, chunk, a.shape[1])
+    h = b.reshape(n_chunks, chunk, b.shape[1]).clone()
     decay = a.clone()  # running products of the decays within each chunk, in scan order
     prev = 1 if reverse else -1  # offset of the previous step in scan order
     for t in range(chunk - 2, -1, -1) if reverse else range(1, chunk):
@@ -134,7 +136,11 @@ def selective_scan_cpu(
     b_t = B.float().permute(3, 0, 1, 2).contiguous()[:, :, :, None]  # [L, B, G, 1, N]
     c_t = C.float().permute(3, 0, 1, 2).contiguous()[:, :, :, None]
     decay = torch.exp(delta_t * A.float().view(groups, per_group, d_state))  # [L, B, G, D/G, N]
-    h = _LinearRecurrence.apply(decay, (delta_t * u_t) * b_t)
+    drive = (delta_t * u_t) * b_t
+    if torch.is_grad_enabled() and (decay.requires_grad or drive.requires_grad):
+        h = _LinearRecurrence.apply(decay, drive)
+    else:  # no graph needed (inference, torch.jit.trace for export): the same scan without a Python autograd Function
+        h = _scan(decay.reshape(length, -1).contiguous(), drive.reshape(length, -1).contiguous()).view(drive.shape)
     y = h.squeeze(-1) * c_t.squeeze(-1) if d_state == 1 else (h * c_t).sum(-1)  # [L, B, G, D/G]
     if D is not None:
         y = y + D.float().view(groups, per_group) * u_t.squeeze(-1)
