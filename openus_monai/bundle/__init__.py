@@ -2,5 +2,6 @@
 
 from .paths import resolve_bundle_root
 from .pretrain import latest_checkpoint, pretraining_datalist, world_size
+from .zoo import SCHEMA_MD5, schema_path
 
-__all__ = ["latest_checkpoint", "pretraining_datalist", "resolve_bundle_root", "world_size"]
+__all__ = ["SCHEMA_MD5", "latest_checkpoint", "pretraining_datalist", "resolve_bundle_root", "schema_path", "world_size"]
