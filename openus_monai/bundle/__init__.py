@@ -1,7 +1,8 @@
 """Helpers that the bundles' JSON configs call (``"$openus_monai.bundle.resolve_bundle_root('openus_seg')"``)."""
 
+from .checkpoints import EpochSeedHandler, latest_checkpoint
 from .paths import resolve_bundle_root
-from .pretrain import latest_checkpoint, pretraining_datalist, world_size
+from .pretrain import pretraining_datalist, world_size
 from .zoo import SCHEMA_MD5, schema_path
 
-__all__ = ["SCHEMA_MD5", "latest_checkpoint", "pretraining_datalist", "resolve_bundle_root", "schema_path", "world_size"]
+__all__ = ["EpochSeedHandler", "SCHEMA_MD5", "latest_checkpoint", "pretraining_datalist", "resolve_bundle_root", "schema_path", "world_size"]

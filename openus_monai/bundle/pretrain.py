@@ -3,17 +3,14 @@
 from __future__ import annotations
 
 import os
-import re
 from pathlib import Path
 
 from ignite import distributed as idist
 
 from ..data import build_datalist, ensure_demo_data
+from .checkpoints import latest_checkpoint  # noqa: F401  (its former home; kept importable from here)
 
 __all__ = ["latest_checkpoint", "pretraining_datalist", "world_size"]
-
-_STEP = re.compile(r"(\d+)")
-
 
 def pretraining_datalist(dataset_dir: str | os.PathLike | None, demo_images: int = 48, seed: int = 0) -> list[dict]:
     """Every image of ``dataset_dir`` (``datalist.json``, ``labels.csv`` or a folder; all splits), each
@@ -23,23 +20,6 @@ def pretraining_datalist(dataset_dir: str | os.PathLike | None, demo_images: int
     root = ensure_demo_data(dataset_dir or None, n=demo_images, seed=seed)
     entries = build_datalist(root, "pretraining", seed=seed)["training"]
     return [dict(entry, index=i) for i, entry in enumerate(entries)]
-
-
-def latest_checkpoint(ckpt_dir: str | os.PathLike) -> str | None:
-    """The newest training checkpoint in ``ckpt_dir`` (``*.pt`` other than ``backbone.pt``; the final one
-    first, then the highest step number in the name), or None."""
-    folder = Path(ckpt_dir)
-    if not folder.is_dir():
-        return None
-    files = [p for p in folder.glob("*.pt") if p.name != "backbone.pt" and not p.name.startswith(".")]
-    if not files:
-        return None
-
-    def rank(p: Path) -> tuple[int, int]:
-        steps = [int(s) for s in _STEP.findall(p.stem)]
-        return (1 if "final" in p.stem else 0, steps[-1] if steps else -1)
-
-    return str(max(files, key=rank))
 
 
 def world_size() -> int:

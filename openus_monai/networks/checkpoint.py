@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import logging
 import os
-import pickle
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
 import torch
 
+from ..io import load_weights_only
 from .vmamba import VMamba
 
 __all__ = ["LoadReport", "load_openus_checkpoint", "read_state_dict"]
@@ -74,17 +74,7 @@ def read_state_dict(path_or_state: str | os.PathLike | Mapping[str, Any], key: s
     if isinstance(path_or_state, (str, os.PathLike)):
         path = Path(path_or_state)
         source = str(path)
-        if not path.is_file():
-            raise FileNotFoundError(f"checkpoint {path} does not exist")
-        try:
-            checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-        except pickle.UnpicklingError as err:
-            raise ValueError(
-                f"{path} cannot be loaded with weights_only=True: it holds pickled Python objects, which could run "
-                f"code when loaded, so it is refused. Re-save its tensors only (torch.save(state_dict, ...)). Detail: {err}"
-            ) from err
-        except (RuntimeError, EOFError, OSError) as err:
-            raise ValueError(f"{path} is not a readable PyTorch checkpoint (truncated or corrupt?): {err}") from err
+        checkpoint = load_weights_only(path)  # FileNotFoundError, or ValueError naming the file
     else:
         checkpoint = path_or_state
     if not isinstance(checkpoint, Mapping):

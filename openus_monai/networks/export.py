@@ -8,7 +8,7 @@ from pathlib import Path
 
 import torch
 
-from ..io import atomic_torch_save
+from ..io import atomic_torch_save, load_weights_only
 from .checkpoint import read_state_dict
 
 __all__ = ["ENCODER_ROOTS", "encoder_state_dict", "export_backbone"]
@@ -25,7 +25,7 @@ def encoder_state_dict(checkpoint: str | os.PathLike | Mapping, key: str | None 
         key: entry to read (default: ``network`` for this project's checkpoints, else as :func:`read_state_dict`).
     """
     if isinstance(checkpoint, (str, os.PathLike)):
-        checkpoint = torch.load(checkpoint, map_location="cpu", weights_only=True)
+        checkpoint = load_weights_only(checkpoint)  # refuses pickled code, naming the file
     if key is None and isinstance(checkpoint.get("network"), Mapping):
         state = {k.removeprefix("teacher.encoder."): v for k, v in checkpoint["network"].items() if k.startswith("teacher.encoder.")}
     else:
