@@ -7,18 +7,29 @@ from pathlib import Path
 
 from ignite import distributed as idist
 
-from ..data import build_datalist, ensure_demo_data
+from ..data import InvalidFiles, build_datalist, ensure_demo_data, validate_datalist
 from .checkpoints import latest_checkpoint  # noqa: F401  (its former home; kept importable from here)
 
 __all__ = ["latest_checkpoint", "pretraining_datalist", "world_size"]
 
-def pretraining_datalist(dataset_dir: str | os.PathLike | None, demo_images: int = 48, seed: int = 0) -> list[dict]:
-    """Every image of ``dataset_dir`` (``datalist.json``, ``labels.csv`` or a folder; all splits), each
+
+def pretraining_datalist(
+    dataset_dir: str | os.PathLike | None,
+    demo_images: int = 48,
+    seed: int = 0,
+    invalid_files: InvalidFiles | None = None,
+) -> list[dict]:
+    """Every valid image of ``dataset_dir`` (``datalist.json``, ``labels.csv`` or a folder; all splits), each
     with its dataset ``index`` (the key of the masking handler's loss memory). An empty or data-less
     ``dataset_dir`` gets the generated demo data.
+
+    Every file is checked from its header first (:func:`~openus_monai.data.validate_datalist`): by
+    default one error lists all invalid files before training starts; with ``invalid_files.skip`` they are
+    left out (and reported), and the indices count the valid images only.
     """
     root = ensure_demo_data(dataset_dir or None, n=demo_images, seed=seed)
     entries = build_datalist(root, "pretraining", seed=seed)["training"]
+    entries = validate_datalist(entries, invalid_files, keys=("image",))
     return [dict(entry, index=i) for i, entry in enumerate(entries)]
 
 

@@ -31,7 +31,9 @@ def first_n(entries: Sequence[dict], n: int | None = None) -> list[dict]:
     return list(entries) if not n else list(entries)[: int(n)]
 
 
-def inference_datalist(dataset_dir: str | os.PathLike | Sequence[str] | None = "", split: str = "test") -> list[dict]:
+def inference_datalist(
+    dataset_dir: str | os.PathLike | Sequence[str] | None = "", split: str = "test", check_exists: bool = True
+) -> list[dict]:
     """Entries ``{"image": path}`` to segment.
 
     - ``""`` or None: the demo data set's ``split`` images (generated if needed);
@@ -43,16 +45,19 @@ def inference_datalist(dataset_dir: str | os.PathLike | Sequence[str] | None = "
     Args:
         dataset_dir: see above.
         split: ``"training"``, ``"validation"``, ``"test"`` (default) or ``"all"``.
+        check_exists: raise for listed images that do not exist (a list, a ``.json``); False leaves them
+            to :func:`~openus_monai.data.validate_datalist`, which reports every invalid file at once (or
+            skips them).
 
     Raises:
-        FileNotFoundError: the path does not exist, or holds no image.
+        FileNotFoundError: the path does not exist, or holds no image (or a listed image does not exist).
         ValueError: unknown split, or the split is empty.
     """
     splits = ("training", "validation", "test")
     if split not in (*splits, "all"):
         raise ValueError(f"split must be one of {splits} or 'all', got {split!r}")
     if isinstance(dataset_dir, (list, tuple)):
-        missing = [p for p in dataset_dir if not os.path.isfile(p)]
+        missing = [p for p in dataset_dir if not os.path.isfile(p)] if check_exists else []
         if missing:
             raise FileNotFoundError(f"image files not found: {missing[:5]}")
         return [{"image": os.path.abspath(p)} for p in dataset_dir]
@@ -61,7 +66,7 @@ def inference_datalist(dataset_dir: str | os.PathLike | Sequence[str] | None = "
     path = Path(dataset_dir).expanduser()
     if path.is_file():
         if path.suffix.lower() == ".json":
-            lists = read_datalist_json(path, path_keys=("image",), required=("image",))
+            lists = read_datalist_json(path, path_keys=("image",), required=("image",), check_exists=None if check_exists else ())
             entries = [e for s in splits for e in lists[s]] if split == "all" else lists[split]
             return _images_of(entries, f"{path} '{split}'")
         if is_image_file(path):

@@ -4,9 +4,13 @@
 - :func:`build_datalist` reads a user data set (``datalist.json``, ``labels.csv`` or folders) into
   training / validation / test lists with absolute paths; :func:`ensure_demo_data` supplies demo
   data where no data set is given.
+- :func:`validate_datalist` checks every file of a datalist from its header up front, and
+  :class:`CheckedCacheDataset` catches what only decoding shows; :class:`InvalidFiles` stops the run at
+  invalid files or skips and reports them (``skip_invalid``).
 - The pieces (readers, splits) are exported for bundle configs and CLIs.
 """
 
+from .dataset import CheckedCacheDataset
 from .datalist import TASKS, build_datalist, read_records, records_to_entries
 from .demo import default_demo_dir, ensure_demo_data, has_dataset
 from .phantom import LESION_CLASSES, render_phantom
@@ -20,18 +24,36 @@ from .readers import (
 )
 from .splits import assign_splits, split_validation, subset_by_label_ratio
 from .synthetic import synthesize_dataset
+from .validation import (
+    InvalidDataError,
+    InvalidFiles,
+    InvalidImageError,
+    check_array,
+    check_image,
+    check_pair,
+    read_header,
+    validate_datalist,
+)
 
 __all__ = [
+    "CheckedCacheDataset",
     "IMAGE_EXTENSIONS",
+    "InvalidDataError",
+    "InvalidFiles",
+    "InvalidImageError",
     "LESION_CLASSES",
     "TASKS",
     "assign_splits",
     "build_datalist",
+    "check_array",
+    "check_image",
+    "check_pair",
     "default_demo_dir",
     "ensure_demo_data",
     "has_dataset",
     "is_image_file",
     "read_datalist_json",
+    "read_header",
     "read_labels_csv",
     "read_records",
     "records_to_entries",
@@ -41,4 +63,5 @@ __all__ = [
     "split_validation",
     "subset_by_label_ratio",
     "synthesize_dataset",
+    "validate_datalist",
 ]

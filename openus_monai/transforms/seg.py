@@ -1,8 +1,11 @@
 """Segmentation transforms: grayscale 2D images, checked image/mask pairs, masks saved as uint8 files.
 
-MONAI reads, resizes and saves; what it lacks, and is written here, is: RGB(A) to grayscale, a check
-that a mask matches its image (size, values) with an error naming both files, and a saver that writes
-each mask in its input's format (PNG for 2D image files, NIfTI for NIfTI) under the input's name.
+MONAI reads, resizes and saves; what it lacks, and is written here, is: readers that refuse invalid
+files from their header before decoding (a 20000x20000 PNG is never decoded) and read palette images
+through their palette, RGB(A) to grayscale with a check of the decoded values (no NaN/Inf), a check that a
+mask matches its image (size, values) with an error naming both files, and a saver that writes each mask
+in its input's format (PNG for 2D image files, NIfTI for NIfTI) under the input's name. Every refusal is
+an :class:`~openus_monai.data.validation.InvalidImageError` naming the file.
 """
 
 from __future__ import annotations
@@ -18,7 +21,21 @@ from monai.config import KeysCollection
 from monai.data import ITKReader, MetaTensor, NibabelReader, PILReader
 from monai.transforms import MapTransform, SaveImage, SaveImaged
 
-__all__ = ["CheckSegPaird", "EnsureGray2Dd", "SaveSegMaskd", "image_readers", "is_nifti", "source_path", "to_gray_2d"]
+from openus_monai.data.validation import DEFAULT_MAX_PIXELS, DEFAULT_MIN_SIZE, InvalidImageError, check_array, check_image
+
+__all__ = [
+    "CheckSegPaird",
+    "CheckedITKReader",
+    "CheckedNibabelReader",
+    "CheckedPILReader",
+    "EnsureGray2Dd",
+    "SaveSegMaskd",
+    "image_readers",
+    "is_nifti",
+    "pil_pixel_mode",
+    "source_path",
+    "to_gray_2d",
+]
 
 _LUMA = (0.299, 0.587, 0.114)  # ITU-R BT.601 weights, as PIL's convert("L")
 
@@ -37,16 +54,117 @@ def is_nifti(path: str | os.PathLike) -> bool:
     return str(path).lower().endswith((".nii", ".nii.gz"))
 
 
-def image_readers() -> list:
+def pil_pixel_mode(img: Any) -> Any:
+    """A PIL image in a mode whose pixel array is the picture (``PILReader(converter=...)``).
+
+    Palette images (``P``, ``PA``) become RGB(A) through their palette (their raw array holds palette
+    indices, not intensities), 1-bit images 8-bit gray, and CMYK/YCbCr/LAB/HSV images RGB. Gray (8 and
+    16 bit: full precision kept), RGB and RGBA images are returned as they are.
+    """
+    mode = img.mode
+    if mode in ("P", "PA"):
+        return img.convert("RGBA" if mode == "PA" or "transparency" in img.info else "RGB")
+    if mode == "1":
+        return img.convert("L")
+    if mode in ("CMYK", "YCbCr", "LAB", "HSV"):
+        return img.convert("RGB")
+    return img
+
+
+class _Read:
+    """What a checked reader's ``read`` returns: the reader's image objects, or the refusal to raise."""
+
+    __slots__ = ("img", "names", "error")
+
+    def __init__(self, img: Any, names: list[str], error: InvalidImageError | None = None) -> None:
+        self.img, self.names, self.error = img, names, error
+
+
+class _CheckFirst:
+    """Mixin for MONAI readers: check each file's header (:func:`~openus_monai.data.validation.check_image`)
+    before reading, and turn decoding errors into ``InvalidImageError`` naming the file.
+
+    A refusal is raised from ``get_data``: ``LoadImage`` passes errors of ``read`` on to the next reader
+    (which would decode what this one refused) and would hide the reason behind "cannot find a suitable
+    reader".
+    """
+
+    max_pixels: int | None
+    min_size: int
+
+    def read(self, data, **kwargs):
+        names = [os.fspath(d) for d in (data if isinstance(data, (list, tuple)) else [data]) if isinstance(d, (str, os.PathLike))]
+        for name in names:
+            if self.verify_suffix(name):
+                try:
+                    check_image(name, self.max_pixels, self.min_size, spatial_dims=None)
+                except InvalidImageError as e:
+                    return _Read(None, names, e)
+        return _Read(super().read(data, **kwargs), names)
+
+    def get_data(self, img):
+        if not isinstance(img, _Read):
+            return super().get_data(img)
+        if img.error is not None:
+            raise img.error
+        try:
+            return super().get_data(img.img)
+        except InvalidImageError:
+            raise
+        except Exception as e:  # a truncated or corrupt file that decodes past its header
+            names = ", ".join(img.names) or "<in memory>"
+            raise InvalidImageError(names, f"cannot be decoded ({type(e).__name__}: {e}); truncated or corrupt file") from e
+
+
+class CheckedPILReader(_CheckFirst, PILReader):
+    """``PILReader`` that checks headers first (see :func:`image_readers`)."""
+
+    def __init__(self, max_pixels: int | None = DEFAULT_MAX_PIXELS, min_size: int = DEFAULT_MIN_SIZE, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.max_pixels, self.min_size = max_pixels, min_size
+
+
+class CheckedNibabelReader(_CheckFirst, NibabelReader):
+    """``NibabelReader`` that checks headers first (see :func:`image_readers`)."""
+
+    def __init__(self, max_pixels: int | None = DEFAULT_MAX_PIXELS, min_size: int = DEFAULT_MIN_SIZE, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.max_pixels, self.min_size = max_pixels, min_size
+
+
+class CheckedITKReader(_CheckFirst, ITKReader):
+    """``ITKReader`` that checks headers first (see :func:`image_readers`)."""
+
+    def __init__(self, max_pixels: int | None = DEFAULT_MAX_PIXELS, min_size: int = DEFAULT_MIN_SIZE, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.max_pixels, self.min_size = max_pixels, min_size
+
+
+def image_readers(max_pixels: int | None = DEFAULT_MAX_PIXELS, min_size: int = DEFAULT_MIN_SIZE) -> list:
     """The readers for ``LoadImaged(reader=...)``: 2D images as ``[H, W]`` arrays (rows, columns as in the file).
 
-    MONAI tries them last to first: ``PILReader(reverse_indexing=False)`` for PNG, JPEG, BMP, TIFF;
+    MONAI tries them last to first: ``PILReader(reverse_indexing=False)`` for PNG, JPEG, BMP, TIFF (palette
+    images through their palette, :func:`pil_pixel_mode`; 16-bit gray at full precision);
     ``NibabelReader`` for NIfTI (its own axis order and affine, which the NIfTI outputs keep); and
     ``ITKReader(reverse_indexing=True)`` (numpy order) for DICOM and the other formats ITK reads. (The
     readers' defaults give ``[W, H]``; one ``reverse_indexing`` flag for all readers would not do, since it
     means opposite things to PIL and ITK.)
+
+    Each first checks the file's header and refuses, with an ``InvalidImageError`` naming the file, what is
+    not an image (missing, a directory, empty, unidentifiable, a truncated PNG), larger than ``max_pixels``
+    (never decoded) or with a side below ``min_size``; a file that fails to decode past its header (a
+    truncated JPEG) raises one too.
+
+    Args:
+        max_pixels: refuse images with more pixels (None: no limit).
+        min_size: refuse images with a shorter side.
     """
-    return [ITKReader(reverse_indexing=True), NibabelReader(), PILReader(reverse_indexing=False)]
+    limits = {"max_pixels": max_pixels, "min_size": min_size}
+    return [
+        CheckedITKReader(reverse_indexing=True, **limits),
+        CheckedNibabelReader(**limits),
+        CheckedPILReader(converter=pil_pixel_mode, reverse_indexing=False, **limits),
+    ]
 
 
 def _squeeze_trailing(x: torch.Tensor, spatial_dims: int = 2) -> torch.Tensor:
@@ -67,11 +185,12 @@ def to_gray_2d(img: torch.Tensor, name: str = "<in memory>") -> torch.Tensor:
     dims (a 2D NIfTI stored as ``H x W x 1``, a one-slice DICOM) are dropped first.
 
     Raises:
-        ValueError: the image is not 2D, or has another number of channels (names the file).
+        InvalidImageError: (a ``ValueError``) the image is not 2D, or has another number of channels (names
+            the file).
     """
     img = _squeeze_trailing(img)
     if img.ndim != 3:
-        raise ValueError(f"{name}: expected a 2D image, got an array of shape {list(img.shape)} (channel first)")
+        raise InvalidImageError(name, f"expected a 2D image, got an array of shape {list(img.shape)} (channel first)")
     channels = img.shape[0]
     if channels == 1:
         return img
@@ -81,26 +200,35 @@ def to_gray_2d(img: torch.Tensor, name: str = "<in memory>") -> torch.Tensor:
         weights = torch.tensor(_LUMA, dtype=torch.float32, device=img.device).view(3, 1, 1)
         gray = (img[:3].float() * weights).sum(0, keepdim=True)
         return gray.to(img.dtype) if img.dtype.is_floating_point else gray
-    raise ValueError(f"{name}: cannot make a grayscale image from {channels} channels (shape {list(img.shape)})")
+    raise InvalidImageError(name, f"cannot make a grayscale image from {channels} channels (shape {list(img.shape)})")
 
 
 class EnsureGray2Dd(MapTransform):
-    """Make each ``keys`` image a channel-first grayscale 2D image ``[1, H, W]`` (see :func:`to_gray_2d`).
+    """Make each ``keys`` image a channel-first grayscale 2D image ``[1, H, W]`` (see :func:`to_gray_2d`),
+    after checking the decoded values (:func:`~openus_monai.data.validation.check_array`).
 
     Run after ``LoadImaged(..., ensure_channel_first=True)``. Metadata is kept.
 
     Args:
         keys: image keys.
+        min_size: refuse images with a side shorter than this.
         allow_missing_keys: skip absent keys.
+
+    Raises:
+        InvalidImageError: NaN or Inf values, a side below ``min_size``, not 2D, or an unusable number of
+            channels (names the file).
     """
 
-    def __init__(self, keys: KeysCollection = "image", allow_missing_keys: bool = False) -> None:
+    def __init__(self, keys: KeysCollection = "image", min_size: int = DEFAULT_MIN_SIZE, allow_missing_keys: bool = False) -> None:
         super().__init__(keys, allow_missing_keys)
+        self.min_size = int(min_size)
 
     def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
         d = dict(data)
         for key in self.key_iterator(d):
-            d[key] = to_gray_2d(d[key], source_path(d[key]))
+            name = source_path(d[key])
+            check_array(d[key], name, self.min_size)
+            d[key] = to_gray_2d(d[key], name)
         return d
 
 
@@ -113,8 +241,9 @@ class CheckSegPaird(MapTransform):
     - values must be class indices ``0..num_classes-1``, or (binary tasks) ``0/255``, which become ``0/1``;
       with ``threshold`` set, the mask is binarised as ``mask > threshold`` instead (lossy masks, e.g. JPEG).
 
-    Every failure raises a ``ValueError`` naming both files. A missing label key is skipped (unlabeled
-    images), so the same pipeline serves inference.
+    Every failure raises an :class:`~openus_monai.data.validation.InvalidImageError` (a ``ValueError``)
+    naming the mask and its image. A missing label key is skipped (unlabeled images), so the same pipeline
+    serves inference.
 
     Args:
         image_key: the image key (its file is named in errors; its size is the reference).
@@ -130,8 +259,8 @@ class CheckSegPaird(MapTransform):
         self.image_key, self.label_key = image_key, label_key
         self.num_classes, self.threshold = int(num_classes), threshold
 
-    def _fail(self, image: Any, label: Any, problem: str) -> ValueError:
-        return ValueError(f"mask {source_path(label)} does not fit image {source_path(image)}: {problem}")
+    def _fail(self, image: Any, label: Any, problem: str) -> InvalidImageError:
+        return InvalidImageError(source_path(label), f"mask does not fit image {source_path(image)}: {problem}")
 
     def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
         d = dict(data)
