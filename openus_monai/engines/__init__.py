@@ -1,8 +1,9 @@
 """Engines: the OpenUS pretraining trainer."""
 
 from .label_efficiency import DEFAULT_RATIOS, run_label_efficiency
-from .pretrainer import NonFiniteLossError, OpenUSPretrainer
+from .nonfinite import GuardedSupervisedTrainer, NonFiniteLossError
+from .pretrainer import OpenUSPretrainer
 
-__all__ = ["NonFiniteLossError", "OpenUSPretrainer"]
+__all__ = ["GuardedSupervisedTrainer", "NonFiniteLossError", "OpenUSPretrainer"]
 
 __all__ += ["DEFAULT_RATIOS", "run_label_efficiency"]

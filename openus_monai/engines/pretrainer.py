@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -13,20 +14,36 @@ import torch.nn.functional as F
 from ignite.engine import Engine, Events
 from monai.engines import Trainer
 from monai.engines.utils import default_prepare_batch
+from ignite import distributed as idist
 from torch.optim import Optimizer
 
 from ..handlers.masking import SelfAdaptiveMaskingHandler
 from ..handlers.schedules import linear, progress, warmup_cosine
 from ..losses.reconstruction import masked_reconstruction_loss
+from ..io import atomic_torch_save
 from ..networks.pretrain import OpenUSMetaArch
+from .nonfinite import NonFiniteGuard, NonFiniteLossError, all_finite
 
 __all__ = ["NonFiniteLossError", "OpenUSPretrainer"]
 
 logger = logging.getLogger(__name__)
 
+AMP_DTYPES = {"bf16": torch.bfloat16, "bfloat16": torch.bfloat16, "fp16": torch.float16, "float16": torch.float16}
 
-class NonFiniteLossError(RuntimeError):
-    """Raised after too many consecutive iterations with a non-finite loss."""
+
+def amp_dtype(amp: bool | str | None, device: str | torch.device) -> torch.dtype | None:
+    """The autocast dtype for the ``amp`` option: None (off), bfloat16 or float16.
+
+    ``True`` means bfloat16 on CUDA and off elsewhere (on CPUs without native bfloat16 it is slower than
+    float32); ``"bf16"`` / ``"fp16"`` force that dtype on any device (CPU autocast supports both).
+    """
+    if amp is None or amp is False or str(amp).lower() in ("", "false", "none", "off", "fp32", "float32"):
+        return None
+    if amp is True or str(amp).lower() == "true":
+        return torch.bfloat16 if torch.device(device).type == "cuda" else None
+    if str(amp).lower() not in AMP_DTYPES:
+        raise ValueError(f"amp must be true/false or one of {sorted(AMP_DTYPES)}, got {amp!r}")
+    return AMP_DTYPES[str(amp).lower()]
 
 
 class OpenUSPretrainer(Trainer):
@@ -59,10 +76,17 @@ class OpenUSPretrainer(Trainer):
         clip_grad: per-parameter gradient-norm clip (0: none).
         freeze_last_layer_epochs: epochs during which the prototypes get no update.
         mask_cell: mask cell size in pixels.
-        max_nonfinite: consecutive non-finite losses tolerated (the step is skipped) before stopping.
+        max_nonfinite: consecutive non-finite steps tolerated before stopping. A step whose loss or gradient is
+            not finite (on any process) is skipped without trace: no optimizer step, teacher EMA, centre update
+            or loss-memory write, and the masking handler's random generator is rewound. The one that makes
+            ``max_nonfinite`` in a row raises :class:`~openus_monai.engines.NonFiniteLossError`, after rank 0
+            wrote the last good state (the keys of the bundle's checkpoints: ``network``, ``optimizer``,
+            ``trainer`` at the last good iteration, ``masking``) to ``nonfinite_checkpoint_dir``.
+        nonfinite_checkpoint_dir: where that checkpoint goes (``pretrain_last_good_iteration=N.pt``); None: none.
         deterministic_seed: if set, reseed torch at every iteration and the data transforms and sampler at
             every epoch from it, so that a resumed run repeats the uninterrupted one (with ``num_workers=0``).
-        amp: bf16 autocast (CUDA).
+        amp: autocast: ``True`` (bfloat16 on CUDA, off on CPU), ``"bf16"`` or ``"fp16"`` (on any device; fp16
+            with a ``GradScaler``), False. Losses, centres, the scan and the attention scores stay float32.
         epoch_length, non_blocking, prepare_batch, iteration_update, handlers: as :class:`monai.engines.Trainer`.
     """
 
@@ -90,8 +114,9 @@ class OpenUSPretrainer(Trainer):
         freeze_last_layer_epochs: int = 1,
         mask_cell: int = 32,
         max_nonfinite: int = 5,
+        nonfinite_checkpoint_dir: str | os.PathLike | None = None,
         deterministic_seed: int | None = None,
-        amp: bool = False,
+        amp: bool | str = False,
         epoch_length: int | None = None,
         non_blocking: bool = False,
         prepare_batch: Callable = default_prepare_batch,
@@ -117,9 +142,10 @@ class OpenUSPretrainer(Trainer):
         self.teacher_temps = (warmup_teacher_temp, teacher_temp, warmup_teacher_patch_temp, teacher_patch_temp, teacher_temp_warmup_epochs)
         self.loss_weights = {"cls": 1.0, "patch": 1.0, "rec_global": 1.0, "rec_local": 1.0} | dict(loss_weights or {})
         self.clip_grad, self.freeze_last_layer_epochs = clip_grad, freeze_last_layer_epochs
-        self.mask_cell, self.max_nonfinite, self.nonfinite_streak = mask_cell, max_nonfinite, 0
+        self.mask_cell, self.nonfinite, self.nonfinite_checkpoint_dir = mask_cell, NonFiniteGuard(max_nonfinite), nonfinite_checkpoint_dir
         self.deterministic_seed = deterministic_seed
-        self.use_bf16 = amp and torch.device(device).type == "cuda"
+        self.amp_dtype = amp_dtype(amp, device)
+        self.scaler = torch.amp.GradScaler(torch.device(device).type) if self.amp_dtype == torch.float16 else None
         masking.attach(self)
         if deterministic_seed is not None:
             self.add_event_handler(Events.EPOCH_STARTED, self._seed_epoch)
@@ -155,13 +181,15 @@ class OpenUSPretrainer(Trainer):
             transform.set_random_state(seed=seed)
 
     # -- one iteration ----------------------------------------------------------------------------------------
-    def _clip_and_freeze(self) -> None:
+    def _grads(self) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+        """The student's gradients and their norms."""
+        grads = [p.grad for p in self.network.student.parameters() if p.grad is not None]
+        return grads, list(torch._foreach_norm(grads)) if grads else []
+
+    def _clip_and_freeze(self, grads: list[torch.Tensor], norms: list[torch.Tensor]) -> None:
         student = self.network.student
-        if self.clip_grad > 0:
-            for p in student.parameters():
-                if p.grad is not None:
-                    norm = p.grad.norm()
-                    p.grad.mul_(torch.clamp(self.clip_grad / (norm + 1e-6), max=1.0))
+        if self.clip_grad > 0 and grads:
+            torch._foreach_mul_(grads, [torch.clamp(self.clip_grad / (n + 1e-6), max=1.0) for n in norms])
         if self.state.epoch <= self.freeze_last_layer_epochs:
             for name, p in student.head.named_parameters():
                 if name.startswith(("last_layer", "last_layer2")):
@@ -176,7 +204,6 @@ class OpenUSPretrainer(Trainer):
         if self.deterministic_seed is not None:
             torch.manual_seed(self.deterministic_seed * 1_000_003 + iteration)
         sched = self.schedules(iteration)
-        self._apply_optimizer_schedule(sched["lr"], sched["weight_decay"])
         device, nb = engine.state.device, engine.non_blocking
         views = batchdata["global_views"].to(device, non_blocking=nb)
         local = batchdata["local_views"].to(device, non_blocking=nb)
@@ -188,7 +215,7 @@ class OpenUSPretrainer(Trainer):
         local_flat = local.transpose(0, 1).flatten(0, 1)
         grid = (views.shape[-2] // self.mask_cell, views.shape[-1] // self.mask_cell)
         net = self.network
-        autocast = torch.autocast(device_type=torch.device(device).type, dtype=torch.bfloat16, enabled=self.use_bf16)
+        autocast = torch.autocast(device_type=torch.device(device).type, dtype=self.amp_dtype or torch.bfloat16, enabled=self.amp_dtype is not None)
 
         clock = _PhaseClock()
         with autocast:
@@ -221,12 +248,23 @@ class OpenUSPretrainer(Trainer):
 
         clock.lap("student")
         self.optimizer.zero_grad(set_to_none=True)
-        if not torch.isfinite(loss):
-            return self._skip_nonfinite(engine, loss, terms)
-        self.nonfinite_streak = 0
-        loss.backward()
-        self._clip_and_freeze()
-        self.optimizer.step()
+        # backward even for a non-finite loss: under DDP every process must run it (the gradients are dropped)
+        (self.scaler.scale(loss) if self.scaler is not None else loss).backward()
+        if self.scaler is not None:
+            self.scaler.unscale_(self.optimizer)
+        grads, norms = self._grads()
+        if not all_finite([loss.detach()]):
+            return self._skip_nonfinite(engine, terms, "loss")
+        if not all_finite(norms):
+            return self._skip_nonfinite(engine, terms, "gradient")
+        self.nonfinite.passed(engine)
+        self._clip_and_freeze(grads, norms)
+        self._apply_optimizer_schedule(sched["lr"], sched["weight_decay"])  # here: a skipped step leaves the optimizer as it was
+        if self.scaler is not None:
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+        else:
+            self.optimizer.step()
         net.ibot_loss.update_center(t_cls, t_patch)
         self.masking.record(cell_loss.view(n_global, batch, *grid).transpose(0, 1), masks, boxes, index)
         clock.lap("backward")
@@ -238,16 +276,32 @@ class OpenUSPretrainer(Trainer):
         engine.state.pretrain_sample = {"view": views_flat[:1].detach().float().cpu(), "reconstruction": rec[:1].detach().float().cpu()}
         return [output]
 
-    def _skip_nonfinite(self, engine: Engine, loss: torch.Tensor, terms: dict[str, torch.Tensor]) -> list[dict[str, Any]]:
-        self.nonfinite_streak += 1
-        detail = ", ".join(f"{k}={v.item():.4g}" for k, v in terms.items())
-        logger.warning("iteration %d: non-finite loss (%s); step skipped (%d in a row)", engine.state.iteration, detail, self.nonfinite_streak)
-        if self.nonfinite_streak >= self.max_nonfinite:
-            raise NonFiniteLossError(
-                f"{self.nonfinite_streak} consecutive non-finite losses at iteration {engine.state.iteration} ({detail}); "
-                "stopping. The last checkpoint holds the last good state."
-            )
+    def _skip_nonfinite(self, engine: Engine, terms: dict[str, torch.Tensor], what: str) -> list[dict[str, Any]]:
+        """Drop the step's gradients and masks; log it; stop (after writing the last good state) when too many."""
+        self.optimizer.zero_grad(set_to_none=True)
+        if self.scaler is not None:
+            self.scaler.update()  # after unscale_: lowers the scale when the gradients overflowed
+        self.masking.skip()
+        detail = f"{what} (" + ", ".join(f"{k}={v.item():.4g}" for k, v in terms.items()) + ")"
+        if self.scaler is not None and what == "gradient":  # fp16 overflow: the scaler's business, not a fault
+            engine.state.nonfinite_skipped = True
+            logger.info("iteration %d: fp16 gradient overflow, step skipped, loss scale now %g", engine.state.iteration, self.scaler.get_scale())
+        elif self.nonfinite.skipped(engine, detail):
+            raise self.nonfinite.error(engine, detail, self._save_last_good())
         return [{"loss": math.nan, "skipped": 1.0}]
+
+    def _save_last_good(self) -> str | None:
+        """Rank 0 writes the last good state (nothing was changed since); every process waits for it."""
+        if self.nonfinite_checkpoint_dir is None:
+            return None
+        trainer = self.state_dict()
+        trainer["iteration"] = self.nonfinite.last_good
+        path = os.path.join(os.fspath(self.nonfinite_checkpoint_dir), f"pretrain_last_good_iteration={self.nonfinite.last_good}.pt")
+        if idist.get_rank() == 0:
+            state = {"network": self.network, "optimizer": self.optimizer, "masking": self.masking}
+            atomic_torch_save({k: v.state_dict() for k, v in state.items()} | {"trainer": trainer}, path)
+        idist.barrier()
+        return path
 
 
 class _PhaseClock:

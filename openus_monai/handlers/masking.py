@@ -163,6 +163,7 @@ class SelfAdaptiveMaskingHandler:
         self.memory: LossMemory | None = LossMemory(num_images, memory_resolution, memory_momentum) if num_images else None
         self.iteration = 0
         self.last: dict[str, torch.Tensor] = {}
+        self._undo: tuple = (self.generator.get_state(), 0, {})  # what :meth:`skip` restores
 
     # -- Ignite -------------------------------------------------------------------------------------------
     def attach(self, engine: Engine) -> None:
@@ -177,6 +178,7 @@ class SelfAdaptiveMaskingHandler:
             self.memory = LossMemory(self.num_images, self.memory_resolution, self.memory_momentum)
 
     def _iteration_started(self, engine: Engine) -> None:
+        self._undo = (self.generator.get_state(), self.iteration, self.last)
         self.iteration = engine.state.iteration
         engine.state.metrics["mask_alpha"] = self.alpha()
         engine.state.metrics["mask_r_t"] = self.r_t()
@@ -255,6 +257,12 @@ class SelfAdaptiveMaskingHandler:
         if idist.get_world_size() > 1:
             tensors = [idist.all_gather(t) for t in tensors]
         self.memory.write(tensors[3], tensors[2], tensors[0], tensors[1])
+
+    def skip(self) -> None:
+        """Undo the current iteration (its loss was not finite): the random generator, the schedule position and
+        the last maps go back to what they were when it started, so a skipped step leaves no trace."""
+        generator, self.iteration, self.last = self._undo
+        self.generator.set_state(generator)
 
     # -- checkpointing --------------------------------------------------------------------------------------
     def state_dict(self) -> dict[str, torch.Tensor]:

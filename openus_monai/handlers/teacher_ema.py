@@ -52,6 +52,8 @@ class TeacherEMAHandler:
 
     @torch.no_grad()
     def __call__(self, engine: Engine) -> None:
+        if getattr(engine.state, "nonfinite_skipped", False):  # a skipped step (non-finite loss) leaves no trace
+            return
         m = self.momentum_at(engine.state.iteration)
         teacher = [t for t, _ in self.pairs]
         student = [s.detach().to(t.dtype) for t, s in self.pairs]
