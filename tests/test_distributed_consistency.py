@@ -1,4 +1,5 @@
-"""Two gloo processes under torchrun compute what one process computes on the same global batch.
+"""Two gloo processes under torchrun compute what one process computes on the same global batch, and skip
+the same non-finite steps.
 
 The pretrain bundle (train.json + multi_gpu_train.json + tiny.json) runs for a few steps with 2 images per
 process; a single process runs the same steps with 4 images per batch. For the comparison to mean something,
@@ -13,8 +14,9 @@ both see the same images in the same global batches with the same views:
   teacher attention and the loss memory, so the masks follow the images whatever the split.
 
 Every loss term is a mean over equally sized per-process parts (every global view has exactly ``m`` masked
-cells), so the mean of the per-process losses is the single-process loss up to float rounding. Per-rank
-state is written by a test-only ``run`` expression (product code has no hook for it).
+cells), so the mean of the per-process losses is the single-process loss up to float rounding. On one step
+rank 1 alone reads NaN images: both ranks must skip it (the single process skips it too). Per-rank state is
+written by a test-only ``run`` expression (product code has no hook for it).
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ from test_bundle_pretrain import BUNDLE, CONFIGS, parsed, run_cli
 
 from _helpers import REPO
 
-IMAGES, PER_RANK, EPOCHS = 8, 2, 2  # 2 steps per epoch, 4 steps
+IMAGES, PER_RANK, EPOCHS = 8, 2, 2  # 2 steps per epoch, 4 steps (one of them skipped)
 STEPS = IMAGES // (2 * PER_RANK) * EPOCHS
 LOSS_RTOL = 1e-5  # measured 3.5e-7 (float rounding of batch 2 vs 4 GEMMs)
 
@@ -56,8 +58,12 @@ SAME_ORDER_SAMPLER = {
     "num_replicas": 1,
     "rank": 0,
 }
-# test-only: record every step's loss, then write this rank's state (before multi_gpu_train.json's finalize)
+POISONED = 2  # on this step one rank (the only one, in the single-process run) reads NaN images
+# test-only: poison rank 1's batch on step POISONED, record every step's loss, then write this rank's state
+# (before multi_gpu_train.json's finalize)
 DUMP_RUN = [
+    f"$@train#trainer.add_event_handler(ignite.engine.Events.ITERATION_STARTED(once={POISONED}), "
+    "lambda e: e.state.batch.update(global_views=e.state.batch['global_views'] * float('nan')) if dist.get_rank() == 1 else None)",
     "$@train#trainer.add_event_handler(ignite.engine.Events.ITERATION_COMPLETED, lambda e: @test_losses.append(e.state.output[0]['loss']))",
     "$@train#trainer.run()",
     "$torch.save({'losses': @test_losses, 'pid': os.getpid(), 'network': @network.state_dict(), 'masking': @train#masking.state_dict()}, "
@@ -85,6 +91,9 @@ def test_two_ranks_agree_with_each_other_and_with_one_process(tmp_path):
         pass
     trainer = single.get_parsed_content("train#trainer")
     single_losses = []
+    trainer.add_event_handler(
+        Events.ITERATION_STARTED(once=POISONED), lambda e: e.state.batch.update(global_views=e.state.batch["global_views"] * math.nan)
+    )
     trainer.add_event_handler(Events.ITERATION_COMPLETED, lambda e: single_losses.append(e.state.output[0]["loss"]))
     trainer.run()
     assert len(single_losses) == STEPS
@@ -98,7 +107,8 @@ def test_two_ranks_agree_with_each_other_and_with_one_process(tmp_path):
     log = proc.stdout + proc.stderr
 
     ranks = [torch.load(tmp_path / "eval" / f"state_rank{r}.pt", weights_only=True) for r in (0, 1)]
-    # identical on both ranks, bit for bit: teacher (and student), iBOT centres, the masking handler's state
+    # identical on both ranks, bit for bit: teacher (and student), iBOT centres, the masking handler's state;
+    # the step with NaN on rank 1 only was skipped by both (else the replicas would differ, or DDP hang)
     network = _assert_identical(ranks[0]["network"], ranks[1]["network"], "network")
     assert any(k.startswith("teacher.") for k in ranks[0]["network"]) and "ibot_loss.center_patch" in ranks[0]["network"]
     _assert_identical(ranks[0]["masking"], ranks[1]["masking"], "masking")
@@ -107,8 +117,10 @@ def test_two_ranks_agree_with_each_other_and_with_one_process(tmp_path):
 
     # the global loss (mean over ranks) is the one-process loss on the same global batch
     distributed = [(a + b) / 2 for a, b in zip(ranks[0]["losses"], ranks[1]["losses"])]
-    assert len(distributed) == STEPS and all(math.isfinite(x) for x in distributed)
-    gaps = [abs(d - s) / abs(s) for d, s in zip(distributed, single_losses)]
+    assert len(distributed) == STEPS
+    assert [i + 1 for i, x in enumerate(distributed) if not math.isfinite(x)] == [POISONED], distributed
+    assert [i + 1 for i, x in enumerate(single_losses) if not math.isfinite(x)] == [POISONED], single_losses
+    gaps = [abs(d - s) / abs(s) for i, (d, s) in enumerate(zip(distributed, single_losses)) if i + 1 != POISONED]
     assert max(gaps) < LOSS_RTOL, (distributed, single_losses)
     teacher_gap = max(
         (v - single.get_parsed_content("network").state_dict()[k]).abs().max().item() for k, v in ranks[0]["network"].items() if k.startswith("teacher.")

@@ -246,15 +246,17 @@ EXTREMES = {
 @pytest.mark.parametrize("case", list(EXTREMES))
 @pytest.mark.parametrize("backend", available_backends("cpu"))
 def test_scan_finite_at_extremes(case, backend):
-    kwargs = EXTREMES[case]
-    if backend == "reference" and kwargs["length"] > 4000:
-        kwargs = kwargs | {"length": 4000}  # the sequential oracle's autograd graph grows with L; 4000 steps prove the point
-    u, dt, A_log, B, C, D = _scan_inputs(**kwargs)
+    u, dt, A_log, B, C, D = _scan_inputs(**EXTREMES[case])
     y = selective_scan(u, dt, -torch.exp(A_log), B, C, D, delta_softplus=True, backend=backend)
     assert y.dtype == u.dtype and torch.isfinite(y).all()
     (y.float().square().mean()).backward()
     for name, t in {"u": u, "delta": dt, "A_log": A_log, "B": B, "C": C, "D": D}.items():
         assert torch.isfinite(t.grad).all(), name
+    if backend != "reference":  # and it is the same scan as the sequential oracle's
+        with torch.no_grad():
+            oracle = selective_scan(u, dt, -torch.exp(A_log), B, C, D, delta_softplus=True, backend="reference")
+        tol = 2e-2 if u.dtype == torch.bfloat16 else 1e-4
+        torch.testing.assert_close(y.detach().float(), oracle.float(), rtol=tol, atol=tol)
     if case == "huge_step_and_A":  # exp(delta A) underflows to 0: the state forgets everything, y = C B delta u + D u
         expected = (B[0, 0] * C[0, 0]).sum(0) * 1e3 * u[0] + u[0]
         torch.testing.assert_close(y[0], expected.detach(), rtol=1e-2, atol=1e-2)
@@ -273,3 +275,23 @@ def test_attention_scores_finite_at_extremes(case):
     scores.square().mean().backward()
     for name, t in {"delta": dt, "A_log": A_log, "B": B, "C": C}.items():
         assert torch.isfinite(t.grad).all(), name
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("backend", available_backends("cpu"))
+def test_autocast_leaves_scan_and_attention_in_float32(backend, dtype):
+    """Autocast lowers matmuls; the recurrence (and the attention reach scan) must still accumulate in float32."""
+    u, dt, A_log, B, C, D = _scan_inputs(length=1024, delta=0.5, a_log=1.0)
+    A = -torch.exp(A_log)
+    exact = selective_scan(u, dt, A, B, C, D, delta_softplus=True, backend=backend)
+    side = 32
+    params = ScanParams(
+        torch.nn.functional.softplus(dt.float())[:, None].expand(-1, 4, -1, -1), A[None].expand(4, -1, -1), B.expand(-1, 4, -1, -1), C.expand(-1, 4, -1, -1), side, side
+    )
+    scores = attention_scores(params)
+    with torch.autocast("cpu", dtype=dtype):
+        y = selective_scan(u, dt, A, B, C, D, delta_softplus=True, backend=backend)
+        scores_amp = attention_scores(params)
+    assert y.dtype == torch.float32 and scores_amp.dtype == torch.float32
+    torch.testing.assert_close(y, exact, rtol=1e-6, atol=1e-6)
+    torch.testing.assert_close(scores_amp, scores, rtol=1e-6, atol=1e-6)
