@@ -88,18 +88,22 @@ def demo_data(folder: Path, n: int) -> Path:
     return Path(ensure_demo_data(folder, n=n, seed=0))
 
 
-@pytest.fixture(scope="module")
-def empty_mlflow_store(tmp_path_factory) -> Path:
-    """An MLflow SQLite store with its tables created and nothing logged.
+def make_empty_mlflow_store(folder: Path) -> Path:
+    """An MLflow SQLite store ``folder/mlruns.db`` with its tables created and nothing logged.
 
     Creating the tables (MLflow's schema migrations) takes 10-15 s on two busy cores; each test copies this
     file to ``<output_dir>/mlruns.db``, where the bundle's MLFlowHandler then finds an up-to-date empty store.
     """
     import mlflow
 
-    path = tmp_path_factory.mktemp("mlflow_template") / "mlruns.db"
+    path = folder / "mlruns.db"
     mlflow.MlflowClient(tracking_uri=f"sqlite:///{path}").search_experiments()
     return path
+
+
+@pytest.fixture(scope="module")
+def empty_mlflow_store(tmp_path_factory) -> Path:
+    return make_empty_mlflow_store(tmp_path_factory.mktemp("mlflow_template"))
 
 
 def read_run(output_dir: Path):
