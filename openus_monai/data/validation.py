@@ -220,7 +220,8 @@ def _itk_header(path: str) -> ImageHeader:
         raise InvalidImageError(path, f"unreadable image header ({type(e).__name__}: {str(e).strip()[:200]})") from None
     if len(dims) < 2 or min(dims) < 1:
         raise InvalidImageError(path, f"no pixel data (image dimensions {dims})")
-    return ImageHeader(path, _drop_trailing_ones(dims[::-1]), channels, f"ITK:{io.GetNameOfClass()}")
+    # ITK lists sizes fastest axis first (x, y, z): a one-slice DICOM is (W, H, 1), returned as (H, W)
+    return ImageHeader(path, _drop_trailing_ones(dims)[::-1], channels, f"ITK:{io.GetNameOfClass()}")
 
 
 def read_header(path: str | os.PathLike) -> ImageHeader:
