@@ -39,6 +39,12 @@ BUNDLES: dict[str, dict] = {
     "openus_pretrain": {"prefix": "pretrain", "demo": 16, "saves": 4, "overrides": {"max_epochs": 4, "save_interval": 4}},
     "openus_seg": {"prefix": "seg", "demo": 48, "saves": 4, "overrides": {"max_epochs": 4}},
     "openus_cls": {"prefix": "cls", "demo": 48, "saves": 4, "overrides": {"max_epochs": 4}},
+    # checkpoints in the middle of epochs (every 2 of 4 iterations), resumed with MidEpochResumeHandler added
+    "openus_pretrain_midepoch": {
+        "bundle": "openus_pretrain", "prefix": "pretrain", "demo": 16, "saves": 6,
+        "overrides": {"max_epochs": 3, "save_interval": 2},
+        "extra_config": {"+train#checkpoint_handlers": [{"_target_": "openus_monai.bundle.checkpoints.MidEpochResumeHandler"}]},
+    },
 }
 _ITER = re.compile(r"Epoch: (\d+)/\d+, Iter: (\d+)/(\d+)")
 _RESTORED = re.compile(r"Restored all variables from (\S+)")
@@ -71,15 +77,24 @@ class ChainResult:
 
 
 def bundle_dir(bundle: str) -> Path:
-    return REPO / "bundles" / bundle
+    """The bundle folder of a scenario (a key of BUNDLES, or a bundle name)."""
+    return REPO / "bundles" / BUNDLES.get(bundle, {}).get("bundle", bundle)
 
 
-def config_files(bundle: str) -> list[str]:
-    return [str(bundle_dir(bundle) / "configs" / "train.json"), str(bundle_dir(bundle) / "configs" / "tiny.json")]
+def config_files(bundle: str, work: Path | None = None) -> list[str]:
+    """train.json and tiny.json of the scenario's bundle, plus its ``extra_config`` (written into ``work``)."""
+    files = [str(bundle_dir(bundle) / "configs" / "train.json"), str(bundle_dir(bundle) / "configs" / "tiny.json")]
+    extra = BUNDLES.get(bundle, {}).get("extra_config")
+    if extra:
+        work = Path(work or REPO)
+        work.mkdir(parents=True, exist_ok=True)
+        (work / "extra_config.json").write_text(json.dumps(extra, indent=4))
+        files.append(str(work / "extra_config.json"))
+    return files
 
 
 def command(bundle: str, work: Path, data: Path, resume: bool) -> list[str]:
-    args = [sys.executable, "-m", "monai.bundle", "run", "training", "--config_file", json.dumps(config_files(bundle))]
+    args = [sys.executable, "-m", "monai.bundle", "run", "training", "--config_file", json.dumps(config_files(bundle, work))]
     args += ["--ckpt_dir", str(work / "models"), "--output_dir", str(work / "eval"), "--dataset_dir", str(data)]
     for key, value in BUNDLES[bundle]["overrides"].items():
         args += [f"--{key}", json.dumps(value)]
@@ -102,7 +117,7 @@ def prepare_data(bundle: str, root: Path) -> Path:
     """Generate the demo data set once, before any run (so no run is killed while generating it)."""
     from openus_monai.data import ensure_demo_data
 
-    data = root / f"data_{bundle}"
+    data = root / f"data_{bundle_dir(bundle).name}"
     ensure_demo_data(data, n=BUNDLES[bundle]["demo"], seed=0)
     return data
 
@@ -120,7 +135,9 @@ def complete_checkpoints(ckpt_dir: Path, prefix: str) -> list[tuple[int, Path]]:
 
 
 def run_to_end(bundle: str, work: Path, data: Path, resume: bool = False, timeout: float = 900) -> str:
-    proc = subprocess.run(command(bundle, work, data, resume), cwd=bundle_dir(bundle), env=environment(), capture_output=True, text=True, timeout=timeout)
+    proc = subprocess.run(
+        command(bundle, work, data, resume), cwd=bundle_dir(bundle), env=environment(), capture_output=True, text=True, timeout=timeout
+    )
     log = proc.stdout + proc.stderr
     if proc.returncode != 0:
         raise RuntimeError(f"{bundle} run failed (exit {proc.returncode}):\n{log[-4000:]}")
@@ -133,7 +150,7 @@ def run_in_process(bundle: str, work: Path, data: Path) -> None:
 
     torch.set_num_threads(1)
     overrides = {"ckpt_dir": str(work / "models"), "output_dir": str(work / "eval"), "dataset_dir": str(data), **BUNDLES[bundle]["overrides"]}
-    workflow = ConfigWorkflow(config_file=config_files(bundle), workflow_type="train", run_id="training", **overrides)
+    workflow = ConfigWorkflow(config_file=config_files(bundle, work), workflow_type="train", run_id="training", **overrides)
     workflow.initialize()
     workflow.run()
     workflow.finalize()
@@ -151,11 +168,18 @@ def run_and_kill(bundle: str, work: Path, data: Path, attempt: Attempt, resume: 
     marker.unlink(missing_ok=True)
     extra = None
     if slow_save_nth is not None:
-        extra = {"OPENUS_FAULT_SLOW_SAVE": f"{BUNDLES[bundle]['prefix']}_checkpoint_*", "OPENUS_FAULT_SLOW_SAVE_NTH": str(slow_save_nth), "OPENUS_FAULT_MARKER": str(marker)}
+        extra = {
+            "OPENUS_FAULT_SLOW_SAVE": f"{BUNDLES[bundle]['prefix']}_checkpoint_*",
+            "OPENUS_FAULT_SLOW_SAVE_NTH": str(slow_save_nth),
+            "OPENUS_FAULT_MARKER": str(marker),
+        }
     work.mkdir(parents=True, exist_ok=True)
     log_path = work / f"log_{len(list(work.glob('log_*')))}.txt"
     with open(log_path, "w") as log_file:
-        proc = subprocess.Popen(command(bundle, work, data, resume), cwd=bundle_dir(bundle), env=environment(extra), stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True)
+        proc = subprocess.Popen(
+            command(bundle, work, data, resume), cwd=bundle_dir(bundle), env=environment(extra),
+            stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True,  # own group: kill -9 takes children too
+        )
         deadline = time.monotonic() + timeout
         try:
             while proc.poll() is None:

@@ -10,8 +10,9 @@ deleted (:func:`clean_partial_writes`).
 
 :class:`EpochSeedHandler` re-seeds every random source of an epoch (torch, numpy, ``random``, the sampler
 and the data transforms) from ``seed + epoch`` when the epoch starts, so an epoch after a resume draws the
-same data order, augmentations and dropout as in the uninterrupted run. Checkpoints are written at epoch
-ends (or at iteration counts that are multiples of the epoch length), where this makes resuming exact.
+same data order, augmentations and dropout as in the uninterrupted run. Checkpoints written at epoch ends
+resume exactly with it alone; for checkpoints written in the middle of an epoch (``epoch_level: false``),
+:class:`MidEpochResumeHandler` also replays the part of the epoch that was already done.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ __all__ = [
     "BestMetricState",
     "EarlyStopState",
     "EpochSeedHandler",
+    "MidEpochResumeHandler",
     "checkpoint_candidates",
     "clean_partial_writes",
     "latest_checkpoint",
@@ -208,7 +210,8 @@ class BestMetricState:
     """
 
     def __init__(self, handlers: Any) -> None:
-        found = [h for h in (handlers if isinstance(handlers, (list, tuple)) else [handlers]) if getattr(h, "_key_metric_checkpoint", None) is not None]
+        candidates = handlers if isinstance(handlers, (list, tuple)) else [handlers]
+        found = [h for h in candidates if getattr(h, "_key_metric_checkpoint", None) is not None]
         if not found:
             raise ValueError("BestMetricState: no CheckpointSaver with save_key_metric=True among the handlers")
         self.saver = found[0]
@@ -242,3 +245,49 @@ class EarlyStopState:
         inner = self.handler._handler
         if inner is not None and state:
             inner.counter, inner.best_score = int(state["counter"]), state["best_score"]
+
+
+class _SkipFirstBatches:
+    """A data loader whose next iterator drops its first ``skip`` batches (then it is the plain loader again)."""
+
+    def __init__(self, loader: Any, skip: int) -> None:
+        self.loader, self.skip = loader, int(skip)
+
+    def __iter__(self):
+        iterator = iter(self.loader)
+        skip, self.skip = self.skip, 0
+        for _ in range(skip):  # loaded and dropped, so random transforms advance as in the uninterrupted run
+            next(iterator)
+        return iterator
+
+    def __len__(self) -> int:
+        return len(self.loader)
+
+    def __getattr__(self, name: str) -> Any:  # sampler, dataset, batch_size... of the wrapped loader
+        return getattr(self.loader, name)
+
+
+class MidEpochResumeHandler:
+    """Make a run resumed from a checkpoint taken in the middle of an epoch see the rest of that epoch's batches.
+
+    Ignite resumes at iteration ``i`` by starting a new data iterator and counting from ``i % epoch_length``,
+    so the resumed epoch would get the epoch's FIRST batches again. On ``STARTED`` (attach it after the
+    ``CheckpointLoader``), this handler makes the first iterator skip the ``i % epoch_length`` batches that
+    were already trained on (loading and dropping them, like Ignite's ``DeterministicEngine``); with the epoch
+    re-seeded at ``EPOCH_STARTED`` (:class:`EpochSeedHandler`, or ``OpenUSPretrainer(deterministic_seed=...)``)
+    the resumed epoch then repeats the uninterrupted one. Nothing happens at epoch boundaries or fresh starts.
+    """
+
+    def attach(self, engine: Engine) -> None:
+        if not engine.has_event_handler(self, Events.STARTED):
+            engine.add_event_handler(Events.STARTED, self)
+
+    def __call__(self, engine: Engine) -> None:
+        length = engine.state.epoch_length
+        done = engine.state.iteration % length if length else 0
+        loader = engine.state.dataloader
+        if isinstance(loader, _SkipFirstBatches):
+            loader.skip = done
+        elif done:
+            engine.state.dataloader = _SkipFirstBatches(loader, done)
+            logger.info("resuming inside epoch %d: skipping its first %d batches", engine.state.epoch + 1, done)
