@@ -11,7 +11,8 @@ import torch.nn.functional as F
 from .layers import LayerNorm2d, Linear2d
 from .ops.attention import ScanParams
 from .ops.cross_scan import cross_merge, cross_scan
-from .ops.selective_scan import selective_scan
+from .ops.scan_fused import MAX_STATE, fused_scan
+from .ops.selective_scan import resolve_backend, selective_scan
 
 __all__ = ["SS2D"]
 
@@ -107,6 +108,9 @@ class SS2D(nn.Module):
         Returns:
             ``[B, C, H, W]``, and the scan parameters if asked.
         """
+        backend = resolve_backend(x.device, self.scan_backend)
+        if backend == "fused_cpu" and not return_scan_params and self.d_state <= MAX_STATE:
+            return self._forward_fused(x)
         batch, _, height, width = x.shape
         xs, params = self.ssm_inputs(x)
         dts, a, bs, cs = params
@@ -120,7 +124,7 @@ class SS2D(nn.Module):
             self.Ds,
             delta_bias=self.dt_projs_bias.view(-1),
             delta_softplus=True,
-            backend=self.scan_backend,
+            backend=backend,
         )
         y = cross_merge(ys.view(batch, self.directions, self.d_inner, -1), height, width)
         out = self.out_proj(self.out_norm(y.to(x.dtype)))
@@ -128,3 +132,28 @@ class SS2D(nn.Module):
             return out
         delta = F.softplus(dts.float() + self.dt_projs_bias.float()[None, :, :, None])
         return out, ScanParams(delta, a, bs, cs, height, width)
+
+    def _forward_fused(self, x: torch.Tensor) -> torch.Tensor:
+        """:meth:`forward` on the fused CPU kernel: the same numbers, computed token-major and channel-last,
+        so the cross scan, the four scans and the cross merge are one kernel call with no copies in between.
+
+        Args:
+            x: ``[B, C, H, W]``.
+
+        Returns:
+            ``[B, C, H, W]`` (a channel-last view).
+        """
+        batch, _, height, width = x.shape
+        k, rank, n = self.directions, self.dt_rank, self.d_state
+        x = self.act(self.conv2d(self.in_proj(x)))
+        tokens = x.permute(0, 2, 3, 1).reshape(batch, height * width, self.d_inner)  # [B, L, D]
+        x_dbl = torch.matmul(tokens, self.x_proj_weight.view(-1, self.d_inner).t()).view(batch, -1, k, rank + 2 * n)
+        dts, bs, cs = torch.split(x_dbl, [rank, n, n], dim=-1)
+        dts = torch.einsum("blkr,kdr->blkd", dts, self.dt_projs_weight)
+        delta = F.softplus(dts.float() + self.dt_projs_bias.float())  # [B, L, K, D]
+        a = -torch.exp(self.A_logs.float()).view(k, self.d_inner, n)
+        y = fused_scan(tokens, delta, a, bs, cs, self.Ds.view(k, self.d_inner), height, width)  # [B, L, D]
+        norm = self.out_norm
+        y = F.layer_norm(y.to(x.dtype), norm.normalized_shape, norm.weight, norm.bias, norm.eps)
+        out = F.linear(y, self.out_proj.weight, self.out_proj.bias)  # [B, L, C]
+        return out.view(batch, height, width, -1).permute(0, 3, 1, 2)

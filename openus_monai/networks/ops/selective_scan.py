@@ -9,6 +9,7 @@ import torch
 
 from .scan_cpu import selective_scan_cpu
 from .scan_cuda import HAS_MAMBA_SSM, selective_scan_mamba_ssm
+from .scan_fused import fused_scan_available, fused_scan_error, selective_scan_fused_cpu
 from .scan_reference import selective_scan_reference
 
 __all__ = ["SCAN_BACKENDS", "available_backends", "resolve_backend", "selective_scan"]
@@ -17,6 +18,7 @@ ENV_VAR = "OPENUS_SCAN_BACKEND"
 
 SCAN_BACKENDS: dict[str, Callable[..., torch.Tensor]] = {
     "reference": selective_scan_reference,
+    "fused_cpu": selective_scan_fused_cpu,
     "torch": selective_scan_cpu,
     "mamba_ssm": selective_scan_mamba_ssm,
 }
@@ -25,7 +27,12 @@ SCAN_BACKENDS: dict[str, Callable[..., torch.Tensor]] = {
 def available_backends(device: torch.device | str = "cpu") -> list[str]:
     """Backends that can run on ``device`` in this environment, fastest first."""
     device = torch.device(device)
-    names = ["mamba_ssm"] if device.type == "cuda" and HAS_MAMBA_SSM else []
+    if device.type == "cuda":
+        names = ["mamba_ssm"] if HAS_MAMBA_SSM else []
+    else:
+        # tracers and compilers cannot see inside the C kernel: they get the pure-PyTorch scan
+        graph_capture = torch.jit.is_tracing() or torch.jit.is_scripting() or torch.compiler.is_compiling()
+        names = ["fused_cpu"] if device.type == "cpu" and not graph_capture and fused_scan_available() else []
     return names + ["torch", "reference"]
 
 
@@ -43,7 +50,15 @@ def resolve_backend(device: torch.device | str, backend: str | None = None) -> s
     if name not in SCAN_BACKENDS:
         raise ValueError(f"unknown selective-scan backend {name!r} (from {ENV_VAR} or argument); choose from {sorted(SCAN_BACKENDS)}")
     if name not in usable:
-        why = "mamba-ssm's compiled 'selective_scan_cuda' is not importable" if not HAS_MAMBA_SSM else "it runs on CUDA tensors only"
+        if name == "fused_cpu":
+            if torch.device(device).type != "cpu":
+                why = "it runs on CPU tensors only"
+            elif fused_scan_error():
+                why = f"the kernel could not be built ({fused_scan_error()})"
+            else:
+                why = "a tracer or compiler is capturing the graph and cannot see inside the C kernel"
+        else:
+            why = "mamba-ssm's compiled 'selective_scan_cuda' is not importable" if not HAS_MAMBA_SSM else "it runs on CUDA tensors only"
         raise RuntimeError(f"selective-scan backend {name!r} was forced but cannot run on {torch.device(device)}: {why}")
     return name
 
@@ -71,7 +86,8 @@ def selective_scan(
         delta_bias: ``[D]`` added to ``delta`` or None.
         delta_softplus: apply softplus to ``delta + delta_bias``.
         backend: ``"reference"`` (sequential, autograd through the loop: the test oracle),
-            ``"torch"`` (fast pure PyTorch: sequential forward, hand-written reverse-scan backward),
+            ``"fused_cpu"`` (a C kernel compiled on first use: one pass forward, one pass backward),
+            ``"torch"`` (fast pure PyTorch: chunked recurrence, hand-written reverse-scan backward),
             ``"mamba_ssm"`` (mamba-ssm's CUDA kernel); default ``$OPENUS_SCAN_BACKEND`` or the fastest
             one available for ``u.device``.
 

@@ -1,0 +1,166 @@
+/*
+ * Fused selective scan for the CPU: the four-direction scan of SS2D (or K plain sequences) in one pass.
+ *
+ * Layout (all float32, row-major):
+ *   u      [B, L, (K,) D]  the scan input; strides (u_b, u_tok, u_k) in elements, u_k = 0 when the K directions
+ *                          share one input (SS2D: the same map read in four orders)
+ *   delta  [B, L, K, D]    step sizes, already biased and passed through softplus
+ *   A      [K, N, D]       diagonal state matrix (negative)
+ *   Bm, Cm [B, L, K, N]    input and output projections, shared by the D channels of a direction
+ *   Dk     [K, D]          skip connection (zeros for none)
+ *   y      like u          accumulated into (+=): directions sharing an input are summed (cross merge)
+ *   hs     [B, K, L, N, D] states in step order, saved for the backward pass, or NULL
+ * Positions are indexed by token (row-major over an H x W grid); step t of direction k reads token
+ * token_at(k, t): rows, columns, rows reversed, columns reversed (order 0), or t itself (order 1).
+ *
+ * The caller splits (batch, channel) ranges across threads; a call owns channels [d0, d1) of batches
+ * [b0, b1) for every direction, so the sums over directions into y and gu never race.
+ * Inner loops run over channels, which are contiguous: they vectorise (exp is a polynomial for that; gcc
+ * needs -fno-trapping-math to if-convert its clamp).
+ */
+#include <math.h>
+#include <stdint.h>
+
+#define MAX_STATE 16
+#define BLOCK 256
+
+
+/* exp(x) for x <= 0 in float32 to about 2 ulp: Cody-Waite range reduction and a degree-6 polynomial
+ * (the Cephes expf coefficients), branch-free so that loops calling it vectorise. Arguments below -87
+ * give exp(-87) ~ 1.6e-38 instead of a smaller number or 0, a difference no float32 sum can see. */
+typedef union { float f; int32_t i; } float_bits;
+
+static inline float exp_nonpos(float x) {
+    x = x < -87.0f ? -87.0f : x;
+    const float n = (x * 1.44269504088896341f + 12582912.0f) - 12582912.0f; /* round to nearest */
+    const float r = x - n * 0.693359375f + n * 2.12194440e-4f;
+    float p = 1.9875691500e-4f;
+    p = p * r + 1.3981999507e-3f;
+    p = p * r + 8.3334519073e-3f;
+    p = p * r + 4.1665795894e-2f;
+    p = p * r + 1.6666665459e-1f;
+    p = p * r + 5.0000001201e-1f;
+    p = p * r * r + r + 1.0f;
+    /* 2^n from the bits of n + 127 + 1.5 * 2^23, whose low mantissa bits hold the integer n + 127 */
+    const float_bits biased = {.f = n + (127.0f + 12582912.0f)};
+    const float_bits scale = {.i = (biased.i - 0x4B400000) << 23};
+    return p * scale.f;
+}
+
+static inline int64_t token_at(int64_t k, int64_t t, int64_t height, int64_t width, int order) {
+    if (order == 1) return t;
+    int64_t length = height * width;
+    int64_t s = k >= 2 ? length - 1 - t : t;
+    return (k & 1) ? (s % height) * width + s / height : s;
+}
+
+void openus_scan_fwd(const float *restrict u, int64_t u_b, int64_t u_tok, int64_t u_k,
+                     const float *restrict delta, const float *restrict A, const float *restrict Bm,
+                     const float *restrict Cm, const float *restrict Dk, float *restrict y,
+                     float *restrict hs, int64_t K, int64_t D, int64_t N, int64_t height, int64_t width,
+                     int order, int64_t b0, int64_t b1, int64_t d0, int64_t d1) {
+    const int64_t L = height * width;
+    float h[MAX_STATE * BLOCK], acc[BLOCK];
+    for (int64_t b = b0; b < b1; ++b)
+        for (int64_t c0 = d0; c0 < d1; c0 += BLOCK) {
+            const int64_t nd = (d1 - c0) < BLOCK ? (d1 - c0) : BLOCK;
+            for (int64_t k = 0; k < K; ++k) {
+                for (int64_t i = 0; i < N * nd; ++i) h[i] = 0.0f;
+                const float *Ak = A + k * N * D + c0;
+                const float *Dkk = Dk + k * D + c0;
+                for (int64_t t = 0; t < L; ++t) {
+                    const int64_t tok = token_at(k, t, height, width, order);
+                    const float *ur = u + b * u_b + tok * u_tok + k * u_k + c0;
+                    float *yr = y + b * u_b + tok * u_tok + k * u_k + c0;
+                    const float *dr = delta + ((b * L + tok) * K + k) * D + c0;
+                    const float *br = Bm + ((b * L + tok) * K + k) * N;
+                    const float *cr = Cm + ((b * L + tok) * K + k) * N;
+                    float *hr = hs ? hs + ((b * K + k) * L + t) * N * D + c0 : 0;
+                    for (int64_t d = 0; d < nd; ++d) acc[d] = Dkk[d] * ur[d];
+                    for (int64_t n = 0; n < N; ++n) {
+                        const float bn = br[n], cn = cr[n];
+                        const float *An = Ak + n * D;
+                        float *hn = h + n * nd;
+#pragma omp simd
+                        for (int64_t d = 0; d < nd; ++d) {
+                            const float v = exp_nonpos(dr[d] * An[d]) * hn[d] + dr[d] * bn * ur[d];
+                            hn[d] = v;
+                            acc[d] += cn * v;
+                        }
+                        if (hr)
+                            for (int64_t d = 0; d < nd; ++d) hr[n * D + d] = hn[d];
+                    }
+                    for (int64_t d = 0; d < nd; ++d) yr[d] += acc[d];
+                }
+            }
+        }
+}
+
+/* Gradients, by the same recurrence run backwards: G_t = dL/dh_t = C_t gy_t + a_{t+1} G_{t+1}.
+ * gu accumulates like y; gdelta [B, L, K, D] is written; gA [B, K, N, D] and gDk [B, K, D] accumulate;
+ * gB, gC [B, L, K, N] accumulate this call's channel range (the caller gives each thread its own copy). */
+void openus_scan_bwd(const float *restrict u, int64_t u_b, int64_t u_tok, int64_t u_k,
+                     const float *restrict delta, const float *restrict A, const float *restrict Bm,
+                     const float *restrict Cm, const float *restrict Dk, const float *restrict hs,
+                     const float *restrict gy, float *restrict gu, float *restrict gdelta, float *restrict gA,
+                     float *restrict gB, float *restrict gC, float *restrict gDk, int64_t K, int64_t D,
+                     int64_t N, int64_t height, int64_t width, int order, int64_t b0, int64_t b1, int64_t d0,
+                     int64_t d1) {
+    const int64_t L = height * width;
+    float G[MAX_STATE * BLOCK], gdt[BLOCK], gacc[BLOCK], zeros[BLOCK];
+    for (int64_t d = 0; d < BLOCK; ++d) zeros[d] = 0.0f;
+    for (int64_t b = b0; b < b1; ++b)
+        for (int64_t c0 = d0; c0 < d1; c0 += BLOCK) {
+            const int64_t nd = (d1 - c0) < BLOCK ? (d1 - c0) : BLOCK;
+            for (int64_t k = 0; k < K; ++k) {
+                for (int64_t i = 0; i < N * nd; ++i) G[i] = 0.0f;
+                const float *Ak = A + k * N * D + c0;
+                const float *Dkk = Dk + k * D + c0;
+                float *gAk = gA + (b * K + k) * N * D + c0;
+                float *gDkk = gDk + (b * K + k) * D + c0;
+                for (int64_t t = L - 1; t >= 0; --t) {
+                    const int64_t tok = token_at(k, t, height, width, order);
+                    const int64_t row = (b * L + tok) * K + k;
+                    const float *ur = u + b * u_b + tok * u_tok + k * u_k + c0;
+                    const float *gyr = gy + b * u_b + tok * u_tok + k * u_k + c0;
+                    float *gur = gu + b * u_b + tok * u_tok + k * u_k + c0;
+                    const float *dr = delta + row * D + c0;
+                    const float *hr = hs + ((b * K + k) * L + t) * N * D + c0;
+                    const float *hp = t > 0 ? hr - N * D : 0; /* h_{t-1}; h_{-1} = 0 */
+                    for (int64_t d = 0; d < nd; ++d) {
+                        gdt[d] = 0.0f;
+                        gacc[d] = Dkk[d] * gyr[d];
+                        gDkk[d] += gyr[d] * ur[d];
+                    }
+                    for (int64_t n = 0; n < N; ++n) {
+                        const float bn = Bm[row * N + n], cn = Cm[row * N + n];
+                        const float *An = Ak + n * D;
+                        const float *hn = hr + n * D;
+                        const float *hpn = hp ? hp + n * D : zeros;
+                        float *Gn = G + n * nd;
+                        float *gAn = gAk + n * D;
+                        float sb = 0.0f, sc = 0.0f;
+#pragma omp simd reduction(+ : sb, sc)
+                        for (int64_t d = 0; d < nd; ++d) {
+                            const float a = exp_nonpos(dr[d] * An[d]);
+                            const float g = Gn[d] + gyr[d] * cn;
+                            const float ga = g * hpn[d];
+                            sc += gyr[d] * hn[d];
+                            sb += g * dr[d] * ur[d];
+                            gdt[d] += ga * a * An[d] + g * bn * ur[d];
+                            gAn[d] += ga * a * dr[d];
+                            gacc[d] += g * dr[d] * bn;
+                            Gn[d] = g * a;
+                        }
+                        gB[row * N + n] += sb;
+                        gC[row * N + n] += sc;
+                    }
+                    float *gdr = gdelta + row * D + c0;
+                    for (int64_t d = 0; d < nd; ++d) {
+                        gdr[d] = gdt[d];
+                        gur[d] += gacc[d];
+                    }
+                }
+            }
+        }
+}
