@@ -20,7 +20,7 @@ from monai.engines import SupervisedTrainer
 from monai.engines.utils import IterationEvents
 from monai.utils import CommonKeys as Keys
 
-__all__ = ["GuardedSupervisedTrainer", "NonFiniteGuard", "NonFiniteLossError", "all_finite", "step_skipped"]
+__all__ = ["GuardedSupervisedTrainer", "NonFiniteGuard", "NonFiniteLossError", "all_finite", "finite_flags", "step_skipped"]
 
 logger = logging.getLogger(__name__)
 
@@ -29,13 +29,21 @@ class NonFiniteLossError(RuntimeError):
     """Raised after too many consecutive training steps with a non-finite loss or gradient."""
 
 
-def all_finite(tensors: Iterable[torch.Tensor | None]) -> bool:
-    """Whether every element of every tensor is finite, on every process (one all-reduce under DDP)."""
-    flags = [(~torch.isfinite(t.detach())).any() for t in tensors if t is not None]
-    bad = torch.stack(flags).any().float() if flags else torch.zeros(())
+def finite_flags(*groups: Iterable[torch.Tensor | None]) -> list[bool]:
+    """For each group of tensors, whether all their elements are finite on every process (one all-reduce)."""
+    bad = []
+    for tensors in groups:
+        flags = [(~torch.isfinite(t.detach())).any() for t in tensors if t is not None]
+        bad.append(bool(torch.stack(flags).any()) if flags else False)  # one device sync per group
+    bad = torch.tensor(bad, dtype=torch.float32)
     if idist.get_world_size() > 1:
         bad = idist.all_reduce(bad, op="MAX")
-    return not bool(bad.item())
+    return [not b for b in bad.bool().tolist()]
+
+
+def all_finite(tensors: Iterable[torch.Tensor | None]) -> bool:
+    """Whether every element of every tensor is finite, on every process (one all-reduce under DDP)."""
+    return finite_flags(tensors)[0]
 
 
 def step_skipped(engine: Engine) -> bool:

@@ -22,7 +22,7 @@ from ..handlers.schedules import linear, progress, warmup_cosine
 from ..losses.reconstruction import masked_reconstruction_loss
 from ..io import atomic_torch_save
 from ..networks.pretrain import OpenUSMetaArch
-from .nonfinite import NonFiniteGuard, NonFiniteLossError, all_finite
+from .nonfinite import NonFiniteGuard, NonFiniteLossError, finite_flags
 
 __all__ = ["NonFiniteLossError", "OpenUSPretrainer"]
 
@@ -253,10 +253,9 @@ class OpenUSPretrainer(Trainer):
         if self.scaler is not None:
             self.scaler.unscale_(self.optimizer)
         grads, norms = self._grads()
-        if not all_finite([loss.detach()]):
-            return self._skip_nonfinite(engine, terms, "loss")
-        if not all_finite(norms):
-            return self._skip_nonfinite(engine, terms, "gradient")
+        loss_ok, grads_ok = finite_flags([loss], norms)  # the same answer on every process
+        if not (loss_ok and grads_ok):
+            return self._skip_nonfinite(engine, terms, "loss" if not loss_ok else "gradient")
         self.nonfinite.passed(engine)
         self._clip_and_freeze(grads, norms)
         self._apply_optimizer_schedule(sched["lr"], sched["weight_decay"])  # here: a skipped step leaves the optimizer as it was
