@@ -6,7 +6,8 @@ Usable as a module (``write_fault_corpus(out_dir)``) and as a script::
 
 which writes ``OUT_DIR/images/*`` (one file per kind), ``OUT_DIR/masks/*`` (a mask per image, two of them
 bad), ``OUT_DIR/expected/*.npy`` (the gray values the valid unusual files must be read as) and
-``OUT_DIR/manifest.json``. Each manifest entry says:
+``OUT_DIR/manifest.json`` (and ``OUT_DIR/inference_list.json``: every image, as a MONAI datalist's test list).
+Each manifest entry says:
 
 - ``kind``: the fault; ``image``/``mask``: paths relative to ``OUT_DIR``;
 - ``image_valid``: whether the image alone must be read (True) or refused (False);
@@ -153,6 +154,9 @@ def write_fault_corpus(out_dir: str | Path) -> list[dict]:
         pair_valid=False, mask=bad_values)
 
     (out / "manifest.json").write_text(json.dumps(entries, indent=4) + "\n")
+    # every image (the missing one too) as a MONAI datalist's test list, e.g. for the seg bundle's inference
+    listed = {"training": [], "test": [str((out / e["image"]).absolute()) for e in entries]}
+    (out / "inference_list.json").write_text(json.dumps(listed, indent=4) + "\n")
     return entries
 
 

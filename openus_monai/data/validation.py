@@ -311,12 +311,16 @@ def check_pair(
     """
     image_header = check_image(image, max_pixels, min_size)
     mask_header = check_image(mask, max_pixels, min_size)
-    same_order = (image_header.format == "NIfTI") == (mask_header.format == "NIfTI")
-    if same_order and image_header.shape != mask_header.shape:
-        raise InvalidImageError(
-            mask, f"mask of size {list(mask_header.shape)} does not fit its image {image} of size {list(image_header.shape)}"
-        )
+    _compare_sizes(image_header, mask_header)
     return image_header, mask_header
+
+
+def _compare_sizes(image: ImageHeader, mask: ImageHeader) -> None:
+    same_order = (image.format == "NIfTI") == (mask.format == "NIfTI")
+    if same_order and image.shape != mask.shape:
+        raise InvalidImageError(
+            mask.path, f"mask of size {list(mask.shape)} does not fit its image {image.path} of size {list(image.shape)}"
+        )
 
 
 def check_array(img: Any, path: str = "<in memory>", min_size: int = DEFAULT_MIN_SIZE) -> None:
@@ -474,15 +478,15 @@ def _check_entry(entry: Mapping, keys: Sequence[str], pair: Sequence[str] | None
                  min_size: int) -> list[InvalidImageError]:
     errors = []
     if pair is not None and _paths(entry.get(pair[0])) and _paths(entry.get(pair[1])):
-        image, mask = _paths(entry[pair[0]])[0], _paths(entry[pair[1]])[0]
-        for path in (image, mask):
+        headers = []
+        for path in (_paths(entry[pair[0]])[0], _paths(entry[pair[1]])[0]):
             try:
-                check_image(path, max_pixels, min_size)
+                headers.append(check_image(path, max_pixels, min_size))
             except InvalidImageError as e:
                 errors.append(e)
         if not errors:
             try:
-                check_pair(image, mask, max_pixels, min_size)
+                _compare_sizes(*headers)
             except InvalidImageError as e:
                 errors.append(e)
         keys = [k for k in keys if k not in pair]
