@@ -1,4 +1,4 @@
-"""VMamba-S at 224 x 224, batch 1, on the CPU: the fast scan against the sequential reference.
+"""VMamba-S at 224 x 224, batch 1, on the CPU: the fast scans against the sequential reference.
 
 Three passes: an inference forward (``no_grad``), a training forward (autograd records the graph, as
 in the student's forward during pretraining), and forward + backward.
@@ -18,7 +18,7 @@ import torch
 
 from benchmarks._measure import median_seconds, peak_rss_mib, run_isolated
 
-BACKENDS = ("torch", "reference")
+BACKENDS = ("fused_cpu", "torch", "reference")  # fused_cpu: the C kernel; torch: pure PyTorch
 PASSES = ("forward (inference, no grad)", "forward (training, grad recorded)", "forward+backward")
 
 

@@ -150,9 +150,8 @@ class SS2D(nn.Module):
         x_dbl = torch.matmul(tokens, self.x_proj_weight.view(-1, self.d_inner).t()).view(batch, -1, k, rank + 2 * n)
         dts, bs, cs = torch.split(x_dbl, [rank, n, n], dim=-1)
         dts = torch.einsum("blkr,kdr->blkd", dts, self.dt_projs_weight)
-        delta = F.softplus(dts.float() + self.dt_projs_bias.float())  # [B, L, K, D]
         a = -torch.exp(self.A_logs.float()).view(k, self.d_inner, n)
-        y = fused_scan(tokens, delta, a, bs, cs, self.Ds.view(k, self.d_inner), height, width)  # [B, L, D]
+        y = fused_scan(tokens, dts, a, bs, cs, self.Ds.view(k, self.d_inner), height, width, self.dt_projs_bias, True)  # [B, L, D]
         norm = self.out_norm
         y = F.layer_norm(y.to(x.dtype), norm.normalized_shape, norm.weight, norm.bias, norm.eps)
         out = F.linear(y, self.out_proj.weight, self.out_proj.bias)  # [B, L, C]

@@ -28,7 +28,6 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 
 __all__ = ["MAX_STATE", "fused_scan", "fused_scan_available", "fused_scan_error", "selective_scan_fused_cpu"]
 
@@ -93,8 +92,9 @@ def _library() -> ctypes.CDLL | None:
             try:
                 lib = ctypes.CDLL(str(_compile(SOURCE.read_bytes())))
                 i64, ptr = ctypes.c_int64, ctypes.c_void_p
-                lib.openus_scan_fwd.argtypes = [ptr, i64, i64, i64] + [ptr] * 7 + [i64] * 5 + [ctypes.c_int] + [i64] * 4
-                lib.openus_scan_bwd.argtypes = [ptr, i64, i64, i64] + [ptr] * 13 + [i64] * 5 + [ctypes.c_int] + [i64] * 4
+                flag = ctypes.c_int
+                lib.openus_scan_fwd.argtypes = [ptr, i64, i64, i64, ptr, ptr, flag] + [ptr] * 6 + [i64] * 5 + [flag] + [i64] * 4
+                lib.openus_scan_bwd.argtypes = [ptr, i64, i64, i64, ptr, ptr, flag] + [ptr] * 13 + [i64] * 5 + [flag] + [i64] * 4
                 lib.openus_scan_fwd.restype = lib.openus_scan_bwd.restype = None
                 _state["lib"], _state["error"] = lib, None
             except (OSError, RuntimeError, subprocess.SubprocessError) as err:
@@ -143,51 +143,67 @@ def _ptr(t: torch.Tensor | None) -> int | None:
 
 class _FusedScan(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, u, delta, A, B, C, D, height: int, width: int, order: int):
+    def forward(ctx, u, dt, bias, A, B, C, D, softplus: bool, height: int, width: int, order: int):
         lib = _library()
-        batch, length, k, dim = delta.shape
+        batch, length, k, dim = dt.shape
         n = A.shape[-1]
         u32 = u.float().contiguous()
         shared = u32.dim() == 3  # one input for all K directions, summed output (SS2D)
         ustrides = (length * dim, dim, 0) if shared else (length * k * dim, k * dim, dim)
-        delta32, B32, C32 = (t.float().contiguous() for t in (delta, B, C))
+        dt32, B32, C32 = (t.float().contiguous() for t in (dt, B, C))
+        bias32 = u32.new_zeros(k, dim) if bias is None else bias.float().contiguous()
         A32 = A.float().transpose(1, 2).contiguous()  # [K, N, D]: channels contiguous
         D32 = u32.new_zeros(k, dim) if D is None else D.float().contiguous()  # the kernel always reads a skip
         y = torch.zeros_like(u32)
         hs = u32.new_empty(batch, k, length, n, dim) if any(ctx.needs_input_grad) else None
-        tasks = _tasks(batch, dim)
         _run(
             lib.openus_scan_fwd,
-            tasks,
-            lambda i, t: (_ptr(u32), *ustrides, _ptr(delta32), _ptr(A32), _ptr(B32), _ptr(C32), _ptr(D32), _ptr(y), _ptr(hs), k, dim, n, height, width, order, *t),
+            _tasks(batch, dim),
+            lambda i, t: (
+                _ptr(u32), *ustrides, _ptr(dt32), _ptr(bias32), int(softplus), _ptr(A32), _ptr(B32), _ptr(C32), _ptr(D32),
+                _ptr(y), _ptr(hs), k, dim, n, height, width, order, *t,
+            ),
         )
-        ctx.save_for_backward(u32, delta32, A32, B32, C32, D32, hs)
-        ctx.meta = (height, width, order, ustrides, u.dtype, D is not None)
+        ctx.save_for_backward(u32, dt32, bias32, A32, B32, C32, D32, hs)
+        ctx.meta = (softplus, height, width, order, ustrides, u.dtype)
         return y.to(u.dtype)
 
     @staticmethod
     def backward(ctx, gy):
         lib = _library()
-        u32, delta32, A32, B32, C32, D32, hs = ctx.saved_tensors
-        height, width, order, ustrides, dtype, has_d = ctx.meta
-        batch, length, k, dim = delta32.shape
+        u32, dt32, bias32, A32, B32, C32, D32, hs = ctx.saved_tensors
+        softplus, height, width, order, ustrides, dtype = ctx.meta
+        batch, length, k, dim = dt32.shape
         n = A32.shape[1]
         gy32 = gy.float().contiguous()
         tasks = _tasks(batch, dim)
-        gu, gdelta = torch.zeros_like(u32), torch.empty_like(delta32)
+        gu, gdt = torch.zeros_like(u32), torch.empty_like(dt32)
         gA = u32.new_zeros(batch, k, n, dim)
-        gD = u32.new_zeros(batch, k, dim)
+        gD, gbias = u32.new_zeros(batch, k, dim), u32.new_zeros(batch, k, dim)
         gB, gC = (u32.new_zeros(len(tasks), *B32.shape) for _ in range(2))  # one copy per task: no races
         _run(
             lib.openus_scan_bwd,
             tasks,
             lambda i, t: (
-                _ptr(u32), *ustrides, _ptr(delta32), _ptr(A32), _ptr(B32), _ptr(C32), _ptr(D32), _ptr(hs), _ptr(gy32),
-                _ptr(gu), _ptr(gdelta), _ptr(gA), _ptr(gB[i]), _ptr(gC[i]), _ptr(gD), k, dim, n, height, width, order, *t,
+                _ptr(u32), *ustrides, _ptr(dt32), _ptr(bias32), int(softplus), _ptr(A32), _ptr(B32), _ptr(C32), _ptr(D32),
+                _ptr(hs), _ptr(gy32), _ptr(gu), _ptr(gdt), _ptr(gA), _ptr(gB[i]), _ptr(gC[i]), _ptr(gD), _ptr(gbias),
+                k, dim, n, height, width, order, *t,
             ),
         )
-        grad_d = gD.sum(0) if has_d else None
-        return gu.to(dtype), gdelta, gA.sum(0).transpose(1, 2), gB.sum(0), gC.sum(0), grad_d, None, None, None
+        needs = ctx.needs_input_grad
+        return (
+            gu.to(dtype),
+            gdt,
+            gbias.sum(0) if needs[2] else None,
+            gA.sum(0).transpose(1, 2),
+            gB.sum(0),
+            gC.sum(0),
+            gD.sum(0) if needs[6] else None,
+            None,
+            None,
+            None,
+            None,
+        )
 
 
 def fused_scan(
@@ -199,6 +215,8 @@ def fused_scan(
     D: torch.Tensor | None,
     height: int,
     width: int,
+    delta_bias: torch.Tensor | None = None,
+    delta_softplus: bool = False,
     cross: bool = True,
 ) -> torch.Tensor:
     """K-direction selective scan over token-major, channel-last tensors (float32 accumulation).
@@ -209,11 +227,13 @@ def fused_scan(
     Args:
         u: ``[B, L, D]`` one input read by all ``K`` directions (SS2D: the outputs are summed over the
             directions, i.e. cross scan and cross merge are fused in), or ``[B, L, K, D]`` one per direction.
-        delta: ``[B, L, K, D]`` step sizes after bias and softplus.
+        delta: ``[B, L, K, D]`` step sizes (before ``delta_bias`` and softplus).
         A: ``[K, D, N]`` (negative), ``N <= 16``.
         B, C: ``[B, L, K, N]``.
         D: ``[K, D]`` skip or None.
         height, width: the token grid, ``L = height * width``.
+        delta_bias: ``[K, D]`` added to ``delta`` or None.
+        delta_softplus: apply softplus to ``delta + delta_bias`` (inside the kernel).
         cross: directions are SS2D's (rows, columns, rows reversed, columns reversed; ``K == 4``); if
             False every direction scans tokens in index order.
 
@@ -230,7 +250,7 @@ def fused_scan(
         raise ValueError(f"delta has {delta.shape[1]} positions, the grid {height} x {width} has {height * width}")
     if any(t.device.type != "cpu" for t in (u, delta, A, B, C)):
         raise RuntimeError("the fused CPU selective scan runs on CPU tensors only")
-    return _FusedScan.apply(u, delta, A, B, C, D, height, width, 0 if cross else 1)
+    return _FusedScan.apply(u, delta, delta_bias, A, B, C, D, delta_softplus, height, width, 0 if cross else 1)
 
 
 def selective_scan_fused_cpu(
@@ -255,11 +275,6 @@ def selective_scan_fused_cpu(
     batch, dim, length = u.shape
     groups, d_state = B.shape[1], B.shape[2]
     per_group = dim // groups
-    delta = delta.float()
-    if delta_bias is not None:
-        delta = delta + delta_bias.float()[:, None]
-    if delta_softplus:
-        delta = F.softplus(delta)
 
     def token_major(x: torch.Tensor) -> torch.Tensor:  # [B, D, L] -> [B, L, G, D/G]
         return x.transpose(1, 2).reshape(batch, length, groups, per_group)
@@ -273,6 +288,8 @@ def selective_scan_fused_cpu(
         None if D is None else D.view(groups, per_group),
         1,
         length,
+        None if delta_bias is None else delta_bias.view(groups, per_group),
+        delta_softplus,
         cross=False,
     )
     return y.reshape(batch, length, dim).transpose(1, 2).contiguous()

@@ -4,7 +4,8 @@
  * Layout (all float32, row-major):
  *   u      [B, L, (K,) D]  the scan input; strides (u_b, u_tok, u_k) in elements, u_k = 0 when the K directions
  *                          share one input (SS2D: the same map read in four orders)
- *   delta  [B, L, K, D]    step sizes, already biased and passed through softplus
+ *   dt     [B, L, K, D]    raw step sizes: delta = softplus(dt + bias) (or dt + bias), computed here
+ *   bias   [K, D]          step-size bias
  *   A      [K, N, D]       diagonal state matrix (negative)
  *   Bm, Cm [B, L, K, N]    input and output projections, shared by the D channels of a direction
  *   Dk     [K, D]          skip connection (zeros for none)
@@ -47,6 +48,34 @@ static inline float exp_nonpos(float x) {
     return p * scale.f;
 }
 
+/* log1p(z) for z in [0, 1] as 2 atanh(s), s = z / (2 + z) in [0, 1/3]: an odd series in s, truncated after
+ * s^15 (the next term is below float32 rounding). */
+static inline float log1p_unit(float z) {
+    const float s = z / (2.0f + z), s2 = s * s;
+    float p = 1.0f / 15.0f;
+    p = p * s2 + 1.0f / 13.0f;
+    p = p * s2 + 1.0f / 11.0f;
+    p = p * s2 + 1.0f / 9.0f;
+    p = p * s2 + 1.0f / 7.0f;
+    p = p * s2 + 1.0f / 5.0f;
+    p = p * s2 + 1.0f / 3.0f;
+    p = p * s2 + 1.0f;
+    return 2.0f * s * p;
+}
+
+/* delta = softplus(x) = max(x, 0) + log1p(exp(-|x|)) (or x itself), and its derivative sigmoid(x) (or 1). */
+static inline float step_size(float x, int softplus) {
+    if (!softplus) return x;
+    const float z = exp_nonpos(x < 0.0f ? x : -x);
+    return (x > 0.0f ? x : 0.0f) + log1p_unit(z);
+}
+
+static inline float step_size_grad(float x, int softplus) {
+    if (!softplus) return 1.0f;
+    const float z = exp_nonpos(x < 0.0f ? x : -x);
+    return (x >= 0.0f ? 1.0f : z) / (1.0f + z);
+}
+
 static inline int64_t token_at(int64_t k, int64_t t, int64_t height, int64_t width, int order) {
     if (order == 1) return t;
     int64_t length = height * width;
@@ -55,28 +84,32 @@ static inline int64_t token_at(int64_t k, int64_t t, int64_t height, int64_t wid
 }
 
 void openus_scan_fwd(const float *restrict u, int64_t u_b, int64_t u_tok, int64_t u_k,
-                     const float *restrict delta, const float *restrict A, const float *restrict Bm,
+                     const float *restrict dt, const float *restrict bias, int softplus, const float *restrict A, const float *restrict Bm,
                      const float *restrict Cm, const float *restrict Dk, float *restrict y,
                      float *restrict hs, int64_t K, int64_t D, int64_t N, int64_t height, int64_t width,
                      int order, int64_t b0, int64_t b1, int64_t d0, int64_t d1) {
     const int64_t L = height * width;
-    float h[MAX_STATE * BLOCK], acc[BLOCK];
+    float h[MAX_STATE * BLOCK], acc[BLOCK], dr[BLOCK];
     for (int64_t b = b0; b < b1; ++b)
         for (int64_t c0 = d0; c0 < d1; c0 += BLOCK) {
             const int64_t nd = (d1 - c0) < BLOCK ? (d1 - c0) : BLOCK;
             for (int64_t k = 0; k < K; ++k) {
                 for (int64_t i = 0; i < N * nd; ++i) h[i] = 0.0f;
                 const float *Ak = A + k * N * D + c0;
-                const float *Dkk = Dk + k * D + c0;
+                const float *Dkk = Dk + k * D + c0, *biask = bias + k * D + c0;
                 for (int64_t t = 0; t < L; ++t) {
                     const int64_t tok = token_at(k, t, height, width, order);
                     const float *ur = u + b * u_b + tok * u_tok + k * u_k + c0;
                     float *yr = y + b * u_b + tok * u_tok + k * u_k + c0;
-                    const float *dr = delta + ((b * L + tok) * K + k) * D + c0;
+                    const float *dtr = dt + ((b * L + tok) * K + k) * D + c0;
                     const float *br = Bm + ((b * L + tok) * K + k) * N;
                     const float *cr = Cm + ((b * L + tok) * K + k) * N;
                     float *hr = hs ? hs + ((b * K + k) * L + t) * N * D + c0 : 0;
-                    for (int64_t d = 0; d < nd; ++d) acc[d] = Dkk[d] * ur[d];
+#pragma omp simd
+                    for (int64_t d = 0; d < nd; ++d) {
+                        dr[d] = step_size(dtr[d] + biask[d], softplus);
+                        acc[d] = Dkk[d] * ur[d];
+                    }
                     for (int64_t n = 0; n < N; ++n) {
                         const float bn = br[n], cn = cr[n];
                         const float *An = Ak + n * D;
@@ -97,17 +130,18 @@ void openus_scan_fwd(const float *restrict u, int64_t u_b, int64_t u_tok, int64_
 }
 
 /* Gradients, by the same recurrence run backwards: G_t = dL/dh_t = C_t gy_t + a_{t+1} G_{t+1}.
- * gu accumulates like y; gdelta [B, L, K, D] is written; gA [B, K, N, D] and gDk [B, K, D] accumulate;
+ * gu accumulates like y; gdt [B, L, K, D] is written; gA [B, K, N, D], gbias and gDk [B, K, D] accumulate;
  * gB, gC [B, L, K, N] accumulate this call's channel range (the caller gives each thread its own copy). */
 void openus_scan_bwd(const float *restrict u, int64_t u_b, int64_t u_tok, int64_t u_k,
-                     const float *restrict delta, const float *restrict A, const float *restrict Bm,
-                     const float *restrict Cm, const float *restrict Dk, const float *restrict hs,
-                     const float *restrict gy, float *restrict gu, float *restrict gdelta, float *restrict gA,
-                     float *restrict gB, float *restrict gC, float *restrict gDk, int64_t K, int64_t D,
+                     const float *restrict dt, const float *restrict bias, int softplus, const float *restrict A,
+                     const float *restrict Bm, const float *restrict Cm, const float *restrict Dk,
+                     const float *restrict hs, const float *restrict gy, float *restrict gu, float *restrict gdt_out,
+                     float *restrict gA, float *restrict gB, float *restrict gC, float *restrict gDk,
+                     float *restrict gbias, int64_t K, int64_t D,
                      int64_t N, int64_t height, int64_t width, int order, int64_t b0, int64_t b1, int64_t d0,
                      int64_t d1) {
     const int64_t L = height * width;
-    float G[MAX_STATE * BLOCK], gdt[BLOCK], gacc[BLOCK], zeros[BLOCK];
+    float G[MAX_STATE * BLOCK], gdt[BLOCK], gacc[BLOCK], zeros[BLOCK], dr[BLOCK];
     for (int64_t d = 0; d < BLOCK; ++d) zeros[d] = 0.0f;
     for (int64_t b = b0; b < b1; ++b)
         for (int64_t c0 = d0; c0 < d1; c0 += BLOCK) {
@@ -115,19 +149,21 @@ void openus_scan_bwd(const float *restrict u, int64_t u_b, int64_t u_tok, int64_
             for (int64_t k = 0; k < K; ++k) {
                 for (int64_t i = 0; i < N * nd; ++i) G[i] = 0.0f;
                 const float *Ak = A + k * N * D + c0;
-                const float *Dkk = Dk + k * D + c0;
+                const float *Dkk = Dk + k * D + c0, *biask = bias + k * D + c0;
                 float *gAk = gA + (b * K + k) * N * D + c0;
-                float *gDkk = gDk + (b * K + k) * D + c0;
+                float *gDkk = gDk + (b * K + k) * D + c0, *gbiask = gbias + (b * K + k) * D + c0;
                 for (int64_t t = L - 1; t >= 0; --t) {
                     const int64_t tok = token_at(k, t, height, width, order);
                     const int64_t row = (b * L + tok) * K + k;
                     const float *ur = u + b * u_b + tok * u_tok + k * u_k + c0;
                     const float *gyr = gy + b * u_b + tok * u_tok + k * u_k + c0;
                     float *gur = gu + b * u_b + tok * u_tok + k * u_k + c0;
-                    const float *dr = delta + row * D + c0;
+                    const float *dtr = dt + row * D + c0;
                     const float *hr = hs + ((b * K + k) * L + t) * N * D + c0;
                     const float *hp = t > 0 ? hr - N * D : 0; /* h_{t-1}; h_{-1} = 0 */
+#pragma omp simd
                     for (int64_t d = 0; d < nd; ++d) {
+                        dr[d] = step_size(dtr[d] + biask[d], softplus);
                         gdt[d] = 0.0f;
                         gacc[d] = Dkk[d] * gyr[d];
                         gDkk[d] += gyr[d] * ur[d];
@@ -155,9 +191,12 @@ void openus_scan_bwd(const float *restrict u, int64_t u_b, int64_t u_tok, int64_
                         gB[row * N + n] += sb;
                         gC[row * N + n] += sc;
                     }
-                    float *gdr = gdelta + row * D + c0;
+                    float *gdtr = gdt_out + row * D + c0;
+#pragma omp simd
                     for (int64_t d = 0; d < nd; ++d) {
-                        gdr[d] = gdt[d];
+                        const float graw = gdt[d] * step_size_grad(dtr[d] + biask[d], softplus);
+                        gdtr[d] = graw;
+                        gbiask[d] += graw;
                         gur[d] += gacc[d];
                     }
                 }
