@@ -62,3 +62,33 @@ def test_latest_checkpoint_falls_back_and_cleans(tmp_path, caplog):
     assert (tmp_path / "seg_checkpoint_epoch=12.pt.rejected").is_file() and not (tmp_path / "seg_checkpoint_epoch=12.pt").exists()
     assert not list(tmp_path.glob(".*.tmp"))
     assert latest_checkpoint(tmp_path / "missing") is None
+
+
+def _batches_seen(resume_state: dict | None, stop_at: int | None = None, max_epochs: int = 3) -> tuple[list[list[int]], dict]:
+    """Run an Ignite engine over a shuffled loader of 0..9 (batch 2; epochs re-seeded by EpochSeedHandler), optionally
+    restored from ``resume_state`` with MidEpochResumeHandler; returns the batches seen and the final state dict."""
+    from ignite.engine import Engine, Events
+
+    from openus_monai.bundle import EpochSeedHandler
+    from openus_monai.bundle.checkpoints import MidEpochResumeHandler
+
+    loader = torch.utils.data.DataLoader(list(range(10)), batch_size=2, shuffle=True)
+    seen: list[list[int]] = []
+    engine = Engine(lambda e, batch: seen.append(batch.tolist()))
+    if resume_state is not None:
+        engine.add_event_handler(Events.STARTED, lambda e: e.load_state_dict(resume_state))  # as CheckpointLoader
+    EpochSeedHandler(seed=7).attach(engine)
+    MidEpochResumeHandler().attach(engine)
+    if stop_at is not None:
+        engine.add_event_handler(Events.ITERATION_COMPLETED(once=stop_at), lambda e: e.terminate())
+    engine.run(loader, max_epochs=max_epochs)
+    return seen, engine.state_dict()
+
+
+@pytest.mark.parametrize("stop_at", [3, 5, 12])  # inside epoch 1, at the end of epoch 1, inside epoch 3
+def test_resume_inside_an_epoch_replays_only_the_rest_of_it(stop_at):
+    uninterrupted, _ = _batches_seen(None)
+    first, state = _batches_seen(None, stop_at=stop_at)
+    assert first == uninterrupted[:stop_at]
+    rest, _ = _batches_seen(dict(state))
+    assert rest == uninterrupted[stop_at:]
