@@ -1,0 +1,1 @@
+"""Tasks of the OpenUS-MONAI MONAI Label app (see ``../main.py``)."""

@@ -1,0 +1,3 @@
+from .bundle import OpenUSBundleTrainTask
+
+__all__ = ["OpenUSBundleTrainTask"]
