@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import json
 import logging
 import math
 
@@ -19,6 +20,7 @@ from openus_monai.networks import selective_scan
 from openus_monai.networks.ops.attention import ScanParams, attention_scores
 from openus_monai.networks.ops.selective_scan import available_backends
 
+from _helpers import REPO
 from test_bundle_pretrain import parsed
 
 # -- helpers -------------------------------------------------------------------------------------------------
@@ -173,10 +175,6 @@ def test_guarded_supervised_trainer_skips_and_stops():
 
 @pytest.mark.parametrize("bundle", ["openus_seg", "openus_cls"])
 def test_finetuning_bundles_use_the_guarded_trainer(bundle):
-    from _helpers import REPO
-
-    import json
-
     config = json.loads((REPO / "bundles" / bundle / "configs" / "train.json").read_text())
     assert config["train"]["trainer"]["_target_"] == "openus_monai.engines.GuardedSupervisedTrainer"
 
