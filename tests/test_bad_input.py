@@ -146,6 +146,7 @@ def test_validate_datalist_lists_all_then_skips_and_reports(corpus, tmp_path):
     assert f"{len(header_bad)} invalid input file(s)" in message and "skip_invalid" in message
     for path, reason in header_bad.items():
         assert f"{path}: " in message and reason in message.split(f"{path}: ")[1].splitlines()[0], path
+    assert not InvalidFiles(skip="false").skip and InvalidFiles(skip="true").skip  # as the command line gives them
     policy = InvalidFiles(skip=True, output_dir=tmp_path)
     kept = validate_datalist(datalist, policy, pair=("image", "label"))
     assert kept["classes"] == ["a"] and len(kept["training"]) == len(entries) - len(header_bad)

@@ -344,6 +344,18 @@ def check_array(img: Any, path: str = "<in memory>", min_size: int = DEFAULT_MIN
 # ----------------------------------------------------------------------------------------------- policy
 
 
+def _as_bool(value: Any, name: str) -> bool:
+    """A flag from a config or the command line, where ``--skip_invalid false`` arrives as the string "false"."""
+    if isinstance(value, str):
+        word = value.strip().lower()
+        if word in ("true", "1", "yes", "on"):
+            return True
+        if word in ("false", "0", "no", "off", "", "none", "null"):
+            return False
+        raise ValueError(f"{name} must be true or false, got {value!r}")
+    return bool(value)
+
+
 class InvalidFiles:
     """What a run does with invalid input files, and its report of the ones it skipped.
 
@@ -358,7 +370,8 @@ class InvalidFiles:
     and summary line.
 
     Args:
-        skip: skip invalid files (True) or stop the run (False).
+        skip: skip invalid files (True) or stop the run (False); the strings ``"true"``/``"false"`` (as the
+            command line gives them) are understood.
         output_dir: folder of the report; None keeps the records in memory only (one process).
         name: base name of the report files.
         max_logged: log a warning for at most this many files (all are in the report).
@@ -366,7 +379,7 @@ class InvalidFiles:
 
     def __init__(self, skip: bool = False, output_dir: str | os.PathLike | None = None, name: str = "skipped_files",
                  max_logged: int = 20) -> None:
-        self.skip, self.name, self.max_logged = bool(skip), name, int(max_logged)
+        self.skip, self.name, self.max_logged = _as_bool(skip, "skip_invalid"), name, int(max_logged)
         self.output_dir = Path(output_dir) if output_dir else None
         self._memory: list[dict] = []
         self._logged = 0
