@@ -36,7 +36,7 @@ from PIL import Image
 
 REPO = Path(__file__).resolve().parents[1]
 APP = REPO / "monailabel_app"
-TIMEOUT = 240  # s, per wait (the tests take far less; generous for a loaded machine)
+TIMEOUT = 300  # s, per wait (the whole test takes ~150 s on 2 loaded cores)
 
 
 def _label_python() -> str | None:
@@ -222,7 +222,6 @@ def test_monailabel_serves_and_trains_the_bundles(tmp_path):
         assert mask.dtype == np.uint8 and mask.shape == query_shape
         assert set(np.unique(mask).tolist()) <= {0, 1}
         parser = _inference_parser(seg_stock, dataset_dir=str(query), output_dir=str(tmp_path / "bundle_masks"))
-        parser.get_parsed_content("initialize")
         parser.get_parsed_content("evaluator").run()
         expected = np.asarray(Image.open(tmp_path / "bundle_masks" / "query.png"))
         assert np.array_equal(mask, expected), f"{(mask != expected).mean():.3%} of pixels differ from the bundle's"
