@@ -27,6 +27,7 @@ from .synthetic import synthesize_dataset
 from .validation import (
     InvalidDataError,
     InvalidFiles,
+    InvalidFilesReportHandler,
     InvalidImageError,
     check_array,
     check_image,
@@ -40,6 +41,7 @@ __all__ = [
     "IMAGE_EXTENSIONS",
     "InvalidDataError",
     "InvalidFiles",
+    "InvalidFilesReportHandler",
     "InvalidImageError",
     "LESION_CLASSES",
     "TASKS",

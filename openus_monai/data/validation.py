@@ -42,6 +42,7 @@ __all__ = [
     "ImageHeader",
     "InvalidDataError",
     "InvalidFiles",
+    "InvalidFilesReportHandler",
     "InvalidImageError",
     "check_array",
     "check_image",
@@ -474,6 +475,21 @@ class InvalidFiles:
             logger.warning("skip_invalid: %d invalid input file(s) were skipped in this run%s", len(rows), where)
         else:
             logger.info("skip_invalid: no invalid input files in this run%s", where)
+
+
+class InvalidFilesReportHandler:
+    """Ignite handler for a bundle's ``handlers`` list: attaches :class:`InvalidFiles` (its end-of-run report).
+
+    MONAI's bundle tooling (``ConfigWorkflow.check_properties``, MONAI Label's bundle tasks) expects every
+    entry of a handlers list to be a ``_target_`` dict, so the shared ``@invalid_files`` object goes in
+    through this wrapper.
+    """
+
+    def __init__(self, invalid_files: InvalidFiles) -> None:
+        self.invalid_files = invalid_files
+
+    def attach(self, engine: Any) -> None:
+        self.invalid_files.attach(engine)
 
 
 # --------------------------------------------------------------------------------------------- datalists
