@@ -5,4 +5,7 @@ from .paths import resolve_bundle_root
 from .pretrain import pretraining_datalist, world_size
 from .zoo import SCHEMA_MD5, schema_path
 
-__all__ = ["EpochSeedHandler", "SCHEMA_MD5", "latest_checkpoint", "pretraining_datalist", "resolve_bundle_root", "schema_path", "world_size"]
+__all__ = [
+    "EpochSeedHandler", "latest_checkpoint", "pretraining_datalist", "resolve_bundle_root", "SCHEMA_MD5", "schema_path",
+    "world_size",
+]
