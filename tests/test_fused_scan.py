@@ -127,3 +127,37 @@ def test_kernel_refuses_what_it_cannot_do():
         scan_fused.fused_scan(u, delta, -torch.rand(4, 4, 17), b, c, None, 2, 3)
     with pytest.raises(ValueError, match="grid 2 x 2 has 4"):
         scan_fused.fused_scan(u, delta, -torch.rand(4, 4, 1), b, c, None, 2, 2)
+
+
+def _small_scan_inputs():
+    g = torch.Generator().manual_seed(0)
+    r = lambda *shape: torch.randn(*shape, generator=g)
+    return r(1, 6, 32), r(1, 6, 4, 32), -torch.rand(4, 32, 1, generator=g), r(1, 6, 4, 1), r(1, 6, 4, 1), None, 2, 3
+
+
+def _scan_in_child(queue) -> None:
+    torch.set_num_threads(2)
+    queue.put(float(scan_fused.fused_scan(*_small_scan_inputs()).sum()))
+
+
+@needs_kernel
+def test_forked_child_gets_its_own_thread_pool():
+    """A fork copies the pool object but not its threads; the child must not wait on them forever.
+    (Tensors small enough that PyTorch's own thread pool, not fork-safe, stays out of it.)"""
+    import multiprocessing
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        expected = float(scan_fused.fused_scan(*_small_scan_inputs()).sum())  # the parent's pool exists now
+    finally:
+        torch.set_num_threads(before)
+    ctx = multiprocessing.get_context("fork")
+    queue = ctx.Queue()
+    child = ctx.Process(target=_scan_in_child, args=(queue,))
+    child.start()
+    child.join(timeout=60)
+    if child.is_alive():
+        child.kill()
+        pytest.fail("the forked child hung in the fused scan")
+    assert child.exitcode == 0 and queue.get(timeout=5) == expected

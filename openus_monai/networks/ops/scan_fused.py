@@ -44,6 +44,16 @@ _lock = threading.Lock()
 _state: dict = {}
 
 
+def _forget_pool() -> None:
+    # a forked child inherits the pool object but not its threads: it must make its own
+    _state.pop("pool", None)
+    _state.pop("pool_size", None)
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_pool)
+
+
 def _cache_dir() -> Path:
     root = os.environ.get("OPENUS_KERNEL_CACHE")
     if root:
@@ -131,7 +141,7 @@ def _run(fn, tasks: list, make_args) -> None:
     if len(tasks) == 1:
         fn(*make_args(0, tasks[0]))
         return
-    if _state.get("pool") is None or _state["pool_size"] < len(tasks):
+    if _state.get("pool") is None or _state.get("pool_size", 0) < len(tasks):
         _state["pool"], _state["pool_size"] = ThreadPoolExecutor(len(tasks), thread_name_prefix="openus-scan"), len(tasks)
     # ctypes releases the GIL during the call, so the tasks run in parallel
     list(_state["pool"].map(lambda it: fn(*make_args(*it)), enumerate(tasks)))
