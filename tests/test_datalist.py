@@ -347,3 +347,37 @@ def test_busi():
     per_class = {c: sum(e["label"] == c for e in small["training"]) for c in dl["classes"]}
     assert per_class == {"benign": 31, "malignant": 15, "normal": 10}  # ceil(0.1 * 306 / 147 / 93)
     assert small["validation"] == dl["validation"] and small["test"] == dl["test"]
+
+
+# ----------------------------------------------------------------------------- missing listed files
+
+
+@pytest.mark.parametrize("source", ["labels.csv", "datalist.json"])
+def test_missing_listed_file_left_to_the_validator(tmp_path, source):
+    """check_exists=False (what the bundles pass) keeps a missing listed file for validate_datalist, which
+    stops naming it, or with skip_invalid drops and reports it; the default still refuses it at once."""
+    from openus_monai.data import InvalidDataError, InvalidFiles, validate_datalist
+
+    rows = _make_csv_dataset(tmp_path)
+    missing = tmp_path / "images" / "benign_0.png"
+    missing.unlink()
+    if source == "datalist.json":
+        (tmp_path / "labels.csv").unlink()
+        split_key = {"train": "training", "val": "validation", "test": "test"}
+        lists = {"training": [], "validation": [], "test": []}
+        for r in rows:
+            lists[split_key[r["split"]]].append({"image": r["image"], "label": r["mask"]})
+        (tmp_path / "datalist.json").write_text(json.dumps(lists))
+    with pytest.raises(FileNotFoundError, match="benign_0.png"):
+        build_datalist(tmp_path, "segmentation")
+
+    datalist = build_datalist(tmp_path, "segmentation", check_exists=False)
+    listed = [e["image"] for split in ("training", "validation", "test") for e in datalist[split]]
+    assert str(missing) in listed and len(listed) == len(rows)
+    with pytest.raises(InvalidDataError, match=r"benign_0\.png.*does not exist"):
+        validate_datalist(datalist, InvalidFiles(skip=False), pair=["image", "label"])
+    report = InvalidFiles(skip=True, output_dir=tmp_path / "report")
+    kept = validate_datalist(datalist, report, pair=["image", "label"])
+    kept_images = [e["image"] for split in ("training", "validation", "test") for e in kept[split]]
+    assert str(missing) not in kept_images and len(kept_images) == len(rows) - 1
+    assert [r["path"] for r in report.write()] == [str(missing)]

@@ -27,7 +27,7 @@ def pretraining_datalist(
     left out (and reported), and the indices count the valid images only.
     """
     root = ensure_demo_data(dataset_dir or None, n=demo_images, seed=seed)
-    entries = build_datalist(root, "pretraining", seed=seed)["training"]
+    entries = build_datalist(root, "pretraining", seed=seed, check_exists=False)["training"]  # missing files: reported below
     entries = validate_datalist(entries, invalid_files, keys=("image",))
     return [dict(entry, index=i) for i, entry in enumerate(entries)]
 

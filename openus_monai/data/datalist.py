@@ -16,7 +16,7 @@ _SPLITS = ("training", "validation", "test")
 logger = logging.getLogger(__name__)
 
 
-def read_records(dataset_dir: str | os.PathLike, task: str) -> list[dict]:
+def read_records(dataset_dir: str | os.PathLike, task: str, check_exists: bool = True) -> list[dict]:
     """Read a data set folder into records ``{"image", "mask", "label", "split"}`` (absolute paths).
 
     Sources, first match wins:
@@ -29,12 +29,15 @@ def read_records(dataset_dir: str | os.PathLike, task: str) -> list[dict]:
     Args:
         dataset_dir: the data set folder.
         task: one of :data:`TASKS`.
+        check_exists: refuse a listed file that does not exist; False leaves that to a later check
+            (:func:`~openus_monai.data.validate_datalist`, which can skip and report it).
 
     Returns:
         records in source order; ``split`` is None where the source gives none.
 
     Raises:
-        FileNotFoundError: the folder, or a listed file, does not exist; or no source was found.
+        FileNotFoundError: the folder, or a listed file (with ``check_exists``), does not exist; or no
+            source was found.
         ValueError: a source lacks what the task needs (mask column, class labels, ...).
     """
     if task not in TASKS:
@@ -47,7 +50,7 @@ def read_records(dataset_dir: str | os.PathLike, task: str) -> list[dict]:
         logger.info("reading %s for %s", json_path, task)
         path_keys = ("image", "label") if task == "segmentation" else ("image",)
         required = ("image",) if task == "pretraining" else ("image", "label")
-        lists = read_datalist_json(json_path, path_keys=path_keys, required=required)
+        lists = read_datalist_json(json_path, path_keys=path_keys, required=required, check_exists=None if check_exists else ())
         mask_key, label_key = ("label", None) if task == "segmentation" else (None, "label")
         return [
             {
@@ -63,7 +66,7 @@ def read_records(dataset_dir: str | os.PathLike, task: str) -> list[dict]:
         logger.info("reading %s for %s", csv_path, task)
         required = {"pretraining": ("image",), "segmentation": ("image", "mask"), "classification": ("image", "label")}
         check = ("image", "mask") if task == "segmentation" else ("image",)
-        return read_labels_csv(csv_path, required=required[task], check_exists=check)
+        return read_labels_csv(csv_path, required=required[task], check_exists=check if check_exists else ())
     looked_for = [f"{json_path} (MONAI datalist)", f"{csv_path} (columns image[,mask][,label][,split])"]
     records: list[dict] = []
     if task == "classification":
@@ -107,6 +110,7 @@ def build_datalist(
     seed: int = 0,
     label_ratio: float = 1.0,
     merge_splits: bool | None = None,
+    check_exists: bool = True,
 ) -> dict:
     """Build training / validation / test datalists (absolute paths) from a user data set folder.
 
@@ -130,6 +134,8 @@ def build_datalist(
         seed: seed of the validation hold-out and of the label subset.
         label_ratio: fraction of labeled training entries to keep, in (0, 1].
         merge_splits: pretraining only: put every image in ``training`` (default True for pretraining).
+        check_exists: refuse listed files that do not exist (default); the bundles pass False and let
+            :func:`~openus_monai.data.validate_datalist` stop on them or, with ``skip_invalid``, skip them.
 
     Returns:
         ``{"training": [...], "validation": [...], "test": [...]}`` with entries ``{"image"}``
@@ -153,7 +159,7 @@ def build_datalist(
             "dataset_dir is empty; give a data set folder, or generate demo data with "
             "openus_monai.data.ensure_demo_data() and pass the folder it returns."
         )
-    records = read_records(dataset_dir, task)
+    records = read_records(dataset_dir, task, check_exists=check_exists)
     if merge_splits is None:
         merge_splits = task == "pretraining"
     if merge_splits:
