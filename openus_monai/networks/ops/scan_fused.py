@@ -29,6 +29,8 @@ from pathlib import Path
 
 import torch
 
+from .scan_cpu import selective_scan_cpu
+
 __all__ = ["MAX_STATE", "fused_scan", "fused_scan_available", "fused_scan_error", "selective_scan_fused_cpu"]
 
 logger = logging.getLogger(__name__)
@@ -77,12 +79,16 @@ def _compile(source: bytes) -> Path:
     compiler = os.environ.get("CC", "cc")
     if shutil.which(compiler) is None:
         raise RuntimeError(f"no C compiler: {compiler!r} is not on PATH (set CC)")
-    errors = []
+    fingerprint = _cpu_fingerprint()
+    targets = []
     for flags in FLAG_SETS:
-        key = hashlib.sha256(source + " ".join([compiler, *flags, _cpu_fingerprint()]).encode()).hexdigest()[:16]
-        target = _cache_dir() / f"fused_scan-{key}.so"
+        key = hashlib.sha256(source + " ".join([compiler, *flags, fingerprint]).encode()).hexdigest()[:16]
+        targets.append((flags, _cache_dir() / f"fused_scan-{key}.so"))
+    for _, target in targets:  # any earlier build, before trying a compile that failed last time
         if target.is_file():
             return target
+    errors = []
+    for flags, target in targets:
         target.parent.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
             src, out = Path(tmp) / "fused_scan.c", Path(tmp) / "fused_scan.so"
@@ -279,8 +285,6 @@ def selective_scan_fused_cpu(
     pure-PyTorch scan for ``d_state > 16``.
     """
     if A.shape[-1] > MAX_STATE:
-        from .scan_cpu import selective_scan_cpu
-
         return selective_scan_cpu(u, delta, A, B, C, D, delta_bias, delta_softplus)
     batch, dim, length = u.shape
     groups, d_state = B.shape[1], B.shape[2]
