@@ -168,7 +168,7 @@ class PretrainingEngine(Trainer):
             self.network.update(outputs, values)
         engine.fire_event(IterationEvents.MODEL_COMPLETED)
 
-        summary = {k: float(v) for k, v in outputs.items() if k == "loss" or k.startswith("loss_")} | values
+        summary = {k: float(v.detach()) for k, v in outputs.items() if k == "loss" or k.startswith("loss_")} | values
         if not stepped:
             summary["skipped"] = 1.0
         if "images" in outputs:
@@ -187,7 +187,7 @@ class PretrainingEngine(Trainer):
         if self.scaler is not None:
             self.scaler.update()  # after unscale_: lowers the scale when the gradients overflowed
         self.network.rewind()
-        terms = ", ".join(f"{k.removeprefix('loss_')}={float(v):.4g}" for k, v in outputs.items() if k.startswith("loss_"))
+        terms = ", ".join(f"{k.removeprefix('loss_')}={float(v.detach()):.4g}" for k, v in outputs.items() if k.startswith("loss_"))
         what = "loss" if not loss_ok else "gradient"
         detail = f"{what} ({terms})"
         if self.scaler is not None and what == "gradient":  # fp16 overflow: the scaler's business, not a fault
