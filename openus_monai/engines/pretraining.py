@@ -54,7 +54,8 @@ class PretrainingEngine(Trainer):
     (``MODEL_COMPLETED``). During these events ``engine.state.output`` is the method's output dict; the iteration
     then returns a one-item list of floats (``loss``, each ``loss_<term>``, every schedule value; ``skipped``
     on a skipped step) and the method's ``images``, MONAI's decollated convention, so stock handlers such as
-    ``from_engine(["loss"], first=True)`` read it.
+    ``from_engine(["loss"], first=True)`` read it; after a good step the same floats but ``loss`` also go to
+    ``engine.state.metrics``. Nothing else is written to ``engine.state``.
 
     A step whose loss or gradient is not finite (on any process) is skipped without trace: its gradients are
     dropped before ``BACKWARD_COMPLETED``, there is no optimizer step and no ``network.update``, and
@@ -169,7 +170,9 @@ class PretrainingEngine(Trainer):
         engine.fire_event(IterationEvents.MODEL_COMPLETED)
 
         summary = {k: float(v.detach()) for k, v in outputs.items() if k == "loss" or k.startswith("loss_")} | values
-        if not stepped:
+        if stepped:  # the same values, as the last iteration's metrics (MONAI's MLFlowHandler logs those per epoch)
+            engine.state.metrics.update({k: v for k, v in summary.items() if k != "loss"})
+        else:
             summary["skipped"] = 1.0
         if "images" in outputs:
             summary["images"] = outputs["images"]
