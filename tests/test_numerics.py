@@ -20,6 +20,7 @@ from openus_monai.networks.ops.attention import ScanParams, attention_scores
 from openus_monai.networks.ops.selective_scan import available_backends
 
 from _helpers import REPO
+from fault_injection import flat_tensors
 from test_bundle_pretrain import parsed
 
 # -- helpers -------------------------------------------------------------------------------------------------
@@ -49,14 +50,6 @@ def _assert_same(a, b, where: str = "") -> None:
             _assert_same(x, y, f"{where}[{i}]")
     else:
         assert a == b, (where, a, b)
-
-
-def _tensors(state: dict, prefix: str = "") -> dict[str, torch.Tensor]:
-    """The tensors of a state dict, nested dicts (a method's ``_extra_state``) flattened to ``a.b`` keys."""
-    flat = {}
-    for key, value in state.items():
-        flat |= _tensors(value, f"{prefix}{key}.") if isinstance(value, dict) else {f"{prefix}{key}": value}
-    return flat
 
 
 def _state(parser) -> dict:
@@ -127,7 +120,7 @@ def test_isolated_nonfinite_steps_are_skipped_without_trace(tmp_path, data_dir, 
         for key in ("student.encoder.patch_embed.0.weight", "teacher.encoder.patch_embed.0.weight", "ibot_loss.center"):
             assert not torch.equal(net_a[key], net_b[key]), (key, after)
         assert not torch.equal(snapshots[before]["masking"]["memory.maps"], snapshots[after]["masking"]["memory.maps"])
-    for name, value in _tensors(snapshots[8]["network"]).items():
+    for name, value in flat_tensors(snapshots[8]["network"]).items():
         assert torch.isfinite(value).all(), name
     logged = [r.getMessage() for r in caplog.records if "non-finite" in r.getMessage()]
     assert any(m.startswith("iteration 3: non-finite loss") for m in logged), logged
@@ -216,7 +209,7 @@ def test_cpu_autocast_50_iterations_stay_finite(tmp_path, amp):
     assert seen["low_precision"], "autocast did not run the encoder in low precision"
     assert trainer.state.iteration == 50 and trainer.nonfinite.total == 0
     assert all(math.isfinite(out[k]) for out in losses for k in out if k.startswith("loss")), losses
-    for name, value in _tensors(trainer.network.state_dict()).items():
+    for name, value in flat_tensors(trainer.network.state_dict()).items():
         assert torch.isfinite(value).all(), name
     assert sum(out["loss"] for out in losses[-10:]) < sum(out["loss"] for out in losses[:10])
 
