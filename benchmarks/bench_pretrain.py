@@ -1,7 +1,8 @@
 """One OpenUS pretraining iteration on the CPU, split into phases, and the attention-score step.
 
-Table 1: median seconds per phase of ``OpenUSPretrainer._iteration`` (teacher / masking / student +
-losses / backward + step + EMA bookkeeping) for 2 x 224 px global and 8 x 96 px local views, and the
+Table 1: median seconds per phase of one :class:`~openus_monai.engines.PretrainingEngine` iteration with
+:class:`~openus_monai.methods.OpenUSMethod` (teacher / masking / student + losses / backward + step + the
+method's update: EMA, centres, loss memory) for 2 x 224 px global and 8 x 96 px local views, and the
 process's peak resident memory, for each encoder (each in its own process).
 Table 2: teacher attention scores of the last block at 224 px (7 x 7 tokens) the O(L) way against the
 original's full L x L maps, time and peak memory, each in its own process.
@@ -37,23 +38,46 @@ def synthetic_batch(batch: int, n_local: int = 8, global_size: int = 224, local_
 
 
 def measure_iteration(encoder_name: str, batch: int, iterations: int, threads: int) -> dict:
-    from openus_monai.engines import OpenUSPretrainer
-    from openus_monai.handlers import SelfAdaptiveMaskingHandler, TeacherEMAHandler
+    from time import perf_counter
+
+    from ignite.engine import Events
+    from monai.engines.utils import IterationEvents
+
+    from openus_monai.engines import PretrainingEngine
+    from openus_monai.handlers import FreezeLastLayerHandler, PerParameterGradClipHandler, PhaseTimerHandler, PretrainingSchedule
+    from openus_monai.methods import OpenUSMethod, SelfAdaptiveMasking
     from openus_monai.networks import build_encoder, param_groups
-    from openus_monai.networks.pretrain import OpenUSMetaArch
 
     torch.manual_seed(0)
     torch.set_num_threads(threads)
     encoder = build_encoder(ENCODERS[encoder_name], in_channels=1, drop_path_rate=0.1)
-    net = OpenUSMetaArch(encoder)  # paper sizes: 8192 prototypes, 2048 hidden, 256 bottleneck
+    net = OpenUSMethod(encoder, masking=SelfAdaptiveMasking(num_images=batch))  # paper sizes: 8192 prototypes, 2048 hidden, 256 bottleneck
     optimizer = torch.optim.AdamW(param_groups(net.student, 0.04, 5e-4, encoder=encoder))
     data = [synthetic_batch(batch)] * (iterations + 1)
-    trainer = OpenUSPretrainer("cpu", 1, data, net, optimizer, SelfAdaptiveMaskingHandler(num_images=batch), warmup_epochs=0)
-    TeacherEMAHandler(net.student, net.teacher).attach(trainer)
+    schedule = PretrainingSchedule(lr=5e-4, weight_decay=0.04, teacher_momentum=0.996, teacher_temp=0.04, teacher_patch_temp=0.07, mask_alpha=(0.1, 0.9), mask_r=(0.1, 0.9))
+    handlers = [PerParameterGradClipHandler(3.0), FreezeLastLayerHandler(net.student.head, 1)]
+    trainer = PretrainingEngine("cpu", 1, data, net, optimizer, schedule, handlers=handlers)
+    timer = PhaseTimerHandler()
+    timer.attach(trainer)
+    # split the method's forward (one call) with hooks on its parts: teacher end, masks generated, forward end
+    marks: dict[str, float] = {}
+    mark = lambda name: marks.__setitem__(name, perf_counter())  # noqa: E731
+    trainer.add_event_handler(Events.ITERATION_STARTED, lambda _: mark("start"))
+    net.teacher.register_forward_hook(lambda *_: mark("teacher"))
+    generate = net.masking.generate
+    net.masking.generate = lambda *a, **k: (generate(*a, **k), mark("masking"))[0]
+    trainer.add_event_handler(IterationEvents.FORWARD_COMPLETED, lambda _: mark("forward"))
     laps: list[dict[str, float]] = []
-    from ignite.engine import Events
 
-    trainer.add_event_handler(Events.ITERATION_COMPLETED, lambda e: laps.append(dict(e.state.phase_seconds)))
+    def lap(_) -> None:
+        laps.append({
+            "teacher": marks["teacher"] - marks["start"],
+            "masking": marks["masking"] - marks["teacher"],
+            "student": marks["forward"] - marks["masking"],
+            "backward": timer.laps["backward"] + timer.laps["step"],
+        })
+
+    trainer.add_event_handler(IterationEvents.MODEL_COMPLETED, lap)
     trainer.run()
     timed = laps[1:]  # the first iteration warms up allocators and caches
     phases = {name: statistics.median(lap[name] for lap in timed) for name in timed[0]}

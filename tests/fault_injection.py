@@ -224,7 +224,20 @@ def final_checkpoint(ckpt_dir: Path, prefix: str) -> Path:
     return complete_checkpoints(ckpt_dir, prefix)[-1][1]
 
 
+def flat_tensors(state: dict, prefix: str = "") -> dict[str, torch.Tensor]:
+    """A state dict with nested dicts (a method's ``_extra_state``, e.g. the masking memory) as flat ``a.b`` keys."""
+    flat = {}
+    for key, value in state.items():
+        if isinstance(value, dict):
+            flat |= flat_tensors(value, f"{prefix}{key}.")
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
 def max_abs_diff(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> float:
+    """Largest difference of the floating-point tensors of two (possibly nested) state dicts."""
+    a, b = flat_tensors(a), flat_tensors(b)
     if a.keys() != b.keys():
         raise AssertionError(f"different keys: {sorted(set(a) ^ set(b))[:10]}")
     return max(((a[k].double() - b[k].double()).abs().max().item() if a[k].numel() else 0.0) for k in a if a[k].is_floating_point())

@@ -69,9 +69,11 @@ def test_run_writes_checkpoints_and_loadable_backbone(full_run):
     assert final.is_file() and (models / "backbone.pt").is_file()
     assert latest_checkpoint(models) == str(final)
     checkpoint = torch.load(final, map_location="cpu", weights_only=True)
-    assert {"network", "optimizer", "trainer", "masking"} <= set(checkpoint)
+    assert {"network", "optimizer", "trainer"} <= set(checkpoint)
     assert checkpoint["trainer"]["iteration"] == ITERATIONS
     assert checkpoint["network"]["ibot_loss.center"].abs().sum() > 0
+    masking = checkpoint["network"]["_extra_state"]["masking"]  # the method's state, checkpointed with it
+    assert masking["memory.seen"].shape[0] == 16 and masking["memory.seen"].flatten(1).any(1).all()
     encoder = build_encoder(TINY_ENCODER, in_channels=1)
     report = load_openus_checkpoint(encoder, models / "backbone.pt", strict=True)
     assert report.unexpected_keys == []
@@ -120,3 +122,24 @@ def test_stop_and_resume_equals_uninterrupted_run(full_run, data_dir, tmp_path):
     reference = torch.load(out / "models" / "pretrain_final.pt", weights_only=True)["network"]
     for name, value in reference.items():
         torch.testing.assert_close(ours[name], value, rtol=0, atol=1e-6, msg=name)
+
+
+def test_second_method_selected_by_config_trains_end_to_end(data_dir, tmp_path):
+    """configs/methods/masked_reconstruction.json swaps the method and its data pipeline; engine and bundle are the same."""
+    configs = CONFIGS + [str(BUNDLE / "configs" / "methods" / "masked_reconstruction.json")]
+    proc = run_cli(
+        ["run", "training", "--config_file", str(configs), "--ckpt_dir", str(tmp_path / "models"), "--output_dir", str(tmp_path / "eval"),
+         "--dataset_dir", str(data_dir), "--max_epochs", "4"],
+        cwd=BUNDLE,
+    )
+    log = proc.stdout + proc.stderr
+    losses = [float(x) for x in re.findall(r"train_loss: ([0-9.]+)", log)]
+    assert len(losses) == 16, log[-2000:]
+    assert sum(losses[-4:]) < 0.7 * sum(losses[:4]), losses
+    assert "epoch_loss_rec" in log and "loss_cls" not in log
+    checkpoint = torch.load(tmp_path / "models" / "pretrain_final.pt", map_location="cpu", weights_only=True)
+    assert checkpoint["trainer"]["iteration"] == 16 and not any(k.startswith("teacher.") for k in checkpoint["network"])
+    encoder = build_encoder(TINY_ENCODER, in_channels=1)
+    load_openus_checkpoint(encoder, tmp_path / "models" / "backbone.pt", strict=True)
+    for name, value in encoder.state_dict().items():
+        assert torch.equal(value, checkpoint["network"][f"student.encoder.{name}"]), name

@@ -12,15 +12,15 @@ import torch
 import torch.nn as nn
 from ignite.engine import Events
 
-import openus_monai.engines.pretrainer as pretrainer_module
+import openus_monai.methods.openus as method_module
 from openus_monai.bundle import latest_checkpoint
-from openus_monai.engines import GuardedSupervisedTrainer, NonFiniteLossError
-from openus_monai.engines.pretrainer import amp_dtype
+from openus_monai.engines import GuardedSupervisedTrainer, NonFiniteLossError, amp_dtype
 from openus_monai.networks import selective_scan
 from openus_monai.networks.ops.attention import ScanParams, attention_scores
 from openus_monai.networks.ops.selective_scan import available_backends
 
 from _helpers import REPO
+from fault_injection import flat_tensors
 from test_bundle_pretrain import parsed
 
 # -- helpers -------------------------------------------------------------------------------------------------
@@ -53,13 +53,13 @@ def _assert_same(a, b, where: str = "") -> None:
 
 
 def _state(parser) -> dict:
-    """Everything a skipped step must leave alone: student, teacher, centres (in ``network``), optimizer
-    moments and hyper-parameters, the masking handler (loss memory, generator, schedule position)."""
+    """Everything a skipped step must leave alone: student, teacher, centres and the masking state (loss memory,
+    generator; all in ``network``), optimizer moments and hyper-parameters."""
     return _clone(
         {
             "network": parser.get_parsed_content("network").state_dict(),
             "optimizer": parser.get_parsed_content("train#optimizer").state_dict(),
-            "masking": parser.get_parsed_content("train#masking").state_dict(),
+            "masking": parser.get_parsed_content("train#masking").state_dict(),  # also in network's _extra_state
         }
     )
 
@@ -84,13 +84,13 @@ def _inject(trainer, nan_images: set[int], nan_loss: set[int], monkeypatch) -> N
             engine.state.batch["global_views"] = torch.full_like(engine.state.batch["global_views"], math.nan)
 
     trainer.add_event_handler(Events.ITERATION_STARTED, poison_batch)
-    original = pretrainer_module.masked_reconstruction_loss
+    original = method_module.masked_reconstruction_loss
 
     def poisoned_loss(prediction, target, mask):
         loss, cells = original(prediction, target, mask)
         return (loss * math.nan if trainer.state.iteration in nan_loss else loss), cells
 
-    monkeypatch.setattr(pretrainer_module, "masked_reconstruction_loss", poisoned_loss)
+    monkeypatch.setattr(method_module, "masked_reconstruction_loss", poisoned_loss)
 
 
 # -- non-finite steps ----------------------------------------------------------------------------------------
@@ -120,7 +120,7 @@ def test_isolated_nonfinite_steps_are_skipped_without_trace(tmp_path, data_dir, 
         for key in ("student.encoder.patch_embed.0.weight", "teacher.encoder.patch_embed.0.weight", "ibot_loss.center"):
             assert not torch.equal(net_a[key], net_b[key]), (key, after)
         assert not torch.equal(snapshots[before]["masking"]["memory.maps"], snapshots[after]["masking"]["memory.maps"])
-    for name, value in snapshots[8]["network"].items():
+    for name, value in flat_tensors(snapshots[8]["network"]).items():
         assert torch.isfinite(value).all(), name
     logged = [r.getMessage() for r in caplog.records if "non-finite" in r.getMessage()]
     assert any(m.startswith("iteration 3: non-finite loss") for m in logged), logged
@@ -141,9 +141,9 @@ def test_consecutive_nonfinite_steps_stop_with_last_good_checkpoint(tmp_path, da
     assert "3 consecutive non-finite" in message and "iterations 3-5" in message and str(path) in message, message
     assert trainer.state.iteration == 5 and path.is_file()
     saved = torch.load(path, map_location="cpu", weights_only=True)
-    assert saved.keys() == {"network", "optimizer", "trainer", "masking"}
+    assert saved.keys() == {"network", "optimizer", "trainer"}  # the masking state is the method's, in network
     assert saved["trainer"]["iteration"] == 2
-    _assert_same({k: saved[k] for k in ("network", "optimizer", "masking")}, snapshots[2], "checkpoint")
+    _assert_same({k: saved[k] for k in ("network", "optimizer")} | {"masking": saved["network"]["_extra_state"]["masking"]}, snapshots[2], "checkpoint")
     assert latest_checkpoint(tmp_path / "models") == str(path)  # what `--resume true` picks up
 
 
@@ -209,7 +209,7 @@ def test_cpu_autocast_50_iterations_stay_finite(tmp_path, amp):
     assert seen["low_precision"], "autocast did not run the encoder in low precision"
     assert trainer.state.iteration == 50 and trainer.nonfinite.total == 0
     assert all(math.isfinite(out[k]) for out in losses for k in out if k.startswith("loss")), losses
-    for name, value in trainer.network.state_dict().items():
+    for name, value in flat_tensors(trainer.network.state_dict()).items():
         assert torch.isfinite(value).all(), name
     assert sum(out["loss"] for out in losses[-10:]) < sum(out["loss"] for out in losses[:10])
 

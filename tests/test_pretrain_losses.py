@@ -8,10 +8,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from openus_monai.handlers import TeacherEMAHandler, cosine, warmup_cosine
+from openus_monai.handlers import PretrainingSchedule, TeacherEMAHandler, cosine, warmup_cosine
 from openus_monai.losses import IBOTLoss, masked_reconstruction_loss
 from openus_monai.networks import VMamba, load_openus_checkpoint
 from openus_monai.networks.heads import IBOTHead, ReconstructionHead
+from openus_monai.methods import OpenUSMethod
 from openus_monai.networks.pretrain import OpenUSMetaArch
 
 from _helpers import REFERENCE
@@ -83,27 +84,43 @@ def test_heads_shapes():
 
 
 def test_teacher_ema_and_eval_mode():
-    net = OpenUSMetaArch(VMamba(depths=(1, 1, 1, 1), dims=8, drop_path_rate=0.5), out_dim=16, hidden_dim=8, bottleneck_dim=4)
+    net = OpenUSMethod(VMamba(depths=(1, 1, 1, 1), dims=8, drop_path_rate=0.5), out_dim=16, hidden_dim=8, bottleneck_dim=4)
+    assert isinstance(net, OpenUSMetaArch)  # the networks' container, with the method's losses and state added
     net.train()
     assert not net.teacher.training and net.student.training
     assert all(not p.requires_grad for p in net.teacher.parameters())
-    ema = TeacherEMAHandler(net.student, net.teacher, momentum=0.9, total_iterations=10)
     with torch.no_grad():
         for p in net.student.parameters():
             p.add_(1.0)
     before = {k: v.clone() for k, v in net.teacher.state_dict().items()}
-
-    class State:
-        iteration, metrics = 1, {}
-
-    class Engine:
-        state = State()
-
-    ema(Engine())
+    net.ema.update(0.9)
     student = dict(net.student.named_parameters())
     for name, p in net.teacher.named_parameters():
         torch.testing.assert_close(p, 0.9 * before[name] + 0.1 * student[name])
-    assert ema.momentum_at(10) == pytest.approx(1.0)
+    schedule = PretrainingSchedule(lr=1.0, teacher_momentum=0.996)
+    assert schedule(10, 10, 1)["teacher_momentum"] == pytest.approx(1.0)
+    assert schedule(1, 10, 1)["teacher_momentum"] == pytest.approx(0.996)
+
+
+def test_teacher_ema_handler_reads_the_scheduled_momentum():
+    net = OpenUSMetaArch(VMamba(depths=(1, 1, 1, 1), dims=8), out_dim=16, hidden_dim=8, bottleneck_dim=4)
+    ema = TeacherEMAHandler(net.student, net.teacher)
+    with torch.no_grad():
+        for p in net.student.parameters():
+            p.add_(1.0)
+    before = {k: v.clone() for k, v in net.teacher.named_parameters()}
+
+    class Engine:
+        class state:
+            output = [{"loss": 1.0, "skipped": 1.0, "teacher_momentum": 0.5}]
+
+    ema(Engine())  # a skipped step leaves the teacher alone
+    assert all(torch.equal(p, before[k]) for k, p in net.teacher.named_parameters())
+    Engine.state.output = [{"loss": 1.0, "teacher_momentum": 0.5}]
+    ema(Engine())
+    student = dict(net.student.named_parameters())
+    for name, p in net.teacher.named_parameters():
+        torch.testing.assert_close(p, 0.5 * before[name] + 0.5 * student[name])
 
 
 def test_schedule_functions():

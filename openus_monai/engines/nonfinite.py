@@ -1,6 +1,6 @@
 """Skip training steps whose loss (or gradient) is not finite; stop after too many in a row.
 
-Shared by :class:`~openus_monai.engines.OpenUSPretrainer` and :class:`~openus_monai.engines.GuardedSupervisedTrainer`
+Shared by :class:`~openus_monai.engines.PretrainingEngine` and :class:`~openus_monai.engines.GuardedSupervisedTrainer`
 (the fine-tuning bundles). A skipped step changes no weight, optimizer moment or buffer; it is logged, and
 ``max_consecutive`` skipped steps in a row raise :class:`NonFiniteLossError`. Under ``torch.distributed``
 the decision is all-reduced, so every process skips the same steps (a process that stepped alone would
@@ -47,9 +47,10 @@ def all_finite(tensors: Iterable[torch.Tensor | None]) -> bool:
 
 
 def step_skipped(engine: Engine) -> bool:
-    """Whether the engine's current iteration was skipped for a non-finite loss (read by handlers that run at
-    ``ITERATION_COMPLETED`` and must leave a skipped step without trace, e.g. the teacher EMA)."""
-    return bool(getattr(engine.state, "nonfinite_skipped", False))
+    """Whether the engine's current iteration was skipped for a non-finite loss or an fp16 overflow (read by
+    handlers that run at ``ITERATION_COMPLETED`` and must leave a skipped step without trace)."""
+    guard = getattr(engine, "nonfinite", None)
+    return bool(guard is not None and guard.skipping)
 
 
 class NonFiniteGuard:
@@ -65,11 +66,15 @@ class NonFiniteGuard:
             raise ValueError(f"max_nonfinite must be a positive number of steps, got {max_consecutive}")
         self.max_consecutive = int(max_consecutive)
         self.streak, self.first_bad, self.total = 0, 0, 0
+        self.skipping = False  # whether the current step is skipped
 
-    def passed(self, engine: Engine) -> None:
+    def passed(self, engine: Engine | None = None) -> None:
         """Record a good step."""
-        self.streak = 0
-        engine.state.nonfinite_skipped = False
+        self.streak, self.skipping = 0, False
+
+    def overflowed(self) -> None:
+        """Record a step skipped for an fp16 gradient overflow (the ``GradScaler``'s business: not counted)."""
+        self.skipping = True
 
     def skipped(self, engine: Engine, detail: str) -> bool:
         """Record and log a skipped step; True when this one completes ``max_consecutive`` in a row."""
@@ -78,7 +83,7 @@ class NonFiniteGuard:
         self.total += 1
         if self.streak == 1:
             self.first_bad = iteration
-        engine.state.nonfinite_skipped = True
+        self.skipping = True
         logger.warning(
             "iteration %d: non-finite %s; step skipped (%d in a row, %d allowed)", iteration, detail, self.streak, self.max_consecutive
         )

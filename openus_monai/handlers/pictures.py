@@ -20,7 +20,8 @@ class MaskingPictureHandler:
     global view: image, teacher attention, loss prior, ALP, chosen mask, reconstruction (rank 0 only).
 
     Args:
-        masking: the :class:`~openus_monai.handlers.SelfAdaptiveMaskingHandler` (its ``last`` maps).
+        masking: the :class:`~openus_monai.methods.SelfAdaptiveMasking` (its ``last`` maps); the view and its
+            reconstruction are the ``images`` entry of the last iteration output.
         summary_writer: a ``torch.utils.tensorboard.SummaryWriter``; or ``log_dir`` to create one.
         tag: image tag.
     """
@@ -45,7 +46,8 @@ class MaskingPictureHandler:
     def __call__(self, engine: Engine) -> None:
         if idist.get_rank() != 0:
             return
-        picture = self.panels(getattr(engine.state, "pretrain_sample", {}))
+        output = engine.state.output[0] if isinstance(engine.state.output, (list, tuple)) else engine.state.output
+        picture = self.panels((output or {}).get("images") or {})
         if picture is None:
             return
         if self.writer is None:

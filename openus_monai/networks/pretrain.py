@@ -1,4 +1,5 @@
-"""The OpenUS pretraining meta-architecture: student, EMA teacher, heads and loss state in one module."""
+"""The networks of OpenUS pretraining: student and EMA teacher (their losses and state live in
+:class:`openus_monai.methods.OpenUSMethod`)."""
 
 from __future__ import annotations
 
@@ -7,12 +8,11 @@ import copy
 import torch
 import torch.nn as nn
 
-from ..losses.ibot import IBOTLoss
 from .factory import set_trainable
 from .heads import IBOTHead, ReconstructionHead
 from .vmamba import STRIDE, VMamba
 
-__all__ = ["OpenUSMetaArch", "OpenUSStudent", "OpenUSTeacher"]
+__all__ = ["OpenUSMetaArch", "OpenUSStudent", "OpenUSTeacher", "ReconstructionStudent"]
 
 Outputs = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
 
@@ -59,25 +59,31 @@ class OpenUSStudent(nn.Module):
         return self.encode(global_views, global_masks), self.encode(local_views, local_masks)
 
 
+class ReconstructionStudent(nn.Module):
+    """Encoder and pixel-reconstruction head: masked cells in, pixels out (a masked-image-modelling student)."""
+
+    def __init__(self, encoder: VMamba, reconstruction: ReconstructionHead | None = None) -> None:
+        super().__init__()
+        self.encoder = encoder
+        self.reconstruction = reconstruction or ReconstructionHead(encoder.num_features, encoder.in_channels, STRIDE)
+
+    def forward(self, views: torch.Tensor, masks: torch.Tensor | None) -> torch.Tensor:
+        """``views [N, C, H, W]``, ``masks [N, h, w]`` bool -> reconstruction ``[N, C, H, W]``."""
+        maps, _ = self.encoder.forward_features(views, masks)
+        return self.reconstruction(maps[-1])
+
+
 class OpenUSMetaArch(nn.Module):
-    """Owns ``student`` (:class:`OpenUSStudent`), ``teacher`` (:class:`OpenUSTeacher`, starting as a copy of
-    the student) and ``ibot_loss`` (with its centres), so that one ``state_dict`` holds the whole model.
+    """The networks of OpenUS: ``student`` (:class:`OpenUSStudent`) and ``teacher`` (:class:`OpenUSTeacher`,
+    starting as a copy of the student, shared prototypes). The losses, their state and the teacher update are
+    the pretraining method's (:class:`openus_monai.methods.OpenUSMethod`, a subclass).
 
     Args:
         encoder: the student's :class:`VMamba`.
         out_dim, hidden_dim, bottleneck_dim: iBOT head sizes.
-        student_temp, center_momentum: see :class:`~openus_monai.losses.IBOTLoss`.
     """
 
-    def __init__(
-        self,
-        encoder: VMamba,
-        out_dim: int = 8192,
-        hidden_dim: int = 2048,
-        bottleneck_dim: int = 256,
-        student_temp: float = 0.1,
-        center_momentum: float = 0.9,
-    ) -> None:
+    def __init__(self, encoder: VMamba, out_dim: int = 8192, hidden_dim: int = 2048, bottleneck_dim: int = 256) -> None:
         super().__init__()
         width = encoder.num_features
         head = IBOTHead(width, out_dim, hidden_dim, bottleneck_dim, separate_patch_layer=True)
@@ -85,4 +91,3 @@ class OpenUSMetaArch(nn.Module):
         teacher_head = IBOTHead(width, out_dim, hidden_dim, bottleneck_dim, separate_patch_layer=False)
         teacher_head.load_state_dict(head.state_dict(), strict=False)
         self.teacher = OpenUSTeacher(copy.deepcopy(encoder), teacher_head)
-        self.ibot_loss = IBOTLoss(out_dim, student_temp, center_momentum)

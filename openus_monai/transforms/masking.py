@@ -7,10 +7,11 @@ from collections.abc import Hashable, Mapping, Sequence
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from monai.config import KeysCollection
 from monai.transforms import MapTransform, Randomizable
 
-__all__ = ["RandomBlockMaskd", "random_block_mask"]
+__all__ = ["RandomBlockMaskd", "cell_masks_to_tokens", "random_block_mask", "token_grid"]
 
 
 def random_block_mask(
@@ -51,6 +52,29 @@ def random_block_mask(
             break
         count += gained
     return mask
+
+
+def token_grid(n_tokens: int, grid: tuple[int, int]) -> tuple[int, int]:
+    """The ``(h, w)`` grid of ``n_tokens`` encoder tokens with the aspect of the mask ``grid``.
+
+    Raises:
+        ValueError: when ``n_tokens`` does not form such a grid.
+    """
+    scale = math.sqrt(n_tokens / (grid[0] * grid[1]))
+    shape = (round(grid[0] * scale), round(grid[1] * scale))
+    if shape[0] * shape[1] != n_tokens:
+        raise ValueError(f"{n_tokens} tokens do not form a grid with the aspect of the mask grid {grid}")
+    return shape
+
+
+def cell_masks_to_tokens(masks: torch.Tensor, n_tokens: int) -> torch.Tensor:
+    """Cell masks ``[N, h, w]`` on the encoder's token grid, flattened: ``[N, n_tokens]`` bool (nearest
+    resampling when the cell grid and the token grid differ)."""
+    n, h, w = masks.shape
+    if h * w == n_tokens:
+        return masks.flatten(1)
+    size = token_grid(n_tokens, (h, w))
+    return F.interpolate(masks[:, None].float(), size=size, mode="nearest")[:, 0].bool().flatten(1)
 
 
 class RandomBlockMaskd(Randomizable, MapTransform):
