@@ -11,7 +11,17 @@ import pytest
 import torch
 from monai.data import MetaTensor
 
-from openus_monai.bundle import cls
+from openus_monai.data import (
+    ClassNames,
+    balanced_sampler,
+    class_weights,
+    encode_labels,
+    inference_datalist,
+    labeled_split,
+    read_class_names,
+)
+from openus_monai.handlers import ClassificationReport
+from openus_monai.metrics import MulticlassMetric, confusion_matrix
 from openus_monai.networks import OpenUSClassifier, build_encoder
 
 TINY = {"depths": [1, 1, 1, 1], "dims": 8}
@@ -118,7 +128,7 @@ def test_multiclass_metric_equals_sklearn():
                 "balanced_accuracy": balanced_accuracy_score(y, pred),
             }
         for name, value in expected.items():
-            metric = cls.MulticlassMetric(name)
+            metric = MulticlassMetric(name)
             half = size // 2  # two updates, decollated lists: as an evaluator feeds it
             if half:
                 metric(list(logits[:half]), list(torch.nn.functional.one_hot(y[:half], n)))
@@ -127,53 +137,62 @@ def test_multiclass_metric_equals_sklearn():
     # the report's AUC: MONAI's one-vs-rest macro AUC equals scikit-learn's when every class occurs
     y = torch.tensor([0, 1, 2, 0, 1, 2, 2])
     probs = torch.softmax(torch.randn(7, 3, generator=g), 1)
-    report = cls.ClassificationReport(".", ["a", "b", "c"])
+    report = ClassificationReport(".", ["a", "b", "c"])
     rows = [(f"{i}.png", int(t), p.numpy()) for i, (t, p) in enumerate(zip(y, probs))]
     got = report._metrics(rows)
     assert got["auc"] == pytest.approx(roc_auc_score(y, probs, multi_class="ovr", average="macro"))
     assert got["n_images"] == 7
+    # the report's confusion matrix (Ignite's ConfusionMatrix): rows true, columns predicted, as scikit-learn
+    from sklearn.metrics import confusion_matrix as sk_confusion_matrix
+
+    for _ in range(10):
+        n = int(torch.randint(2, 6, (1,), generator=g))
+        labels = torch.randint(0, n, (25,), generator=g).tolist()
+        preds = torch.randint(0, n, (25,), generator=g).tolist()
+        np.testing.assert_array_equal(confusion_matrix(labels, preds, n), sk_confusion_matrix(labels, preds, labels=list(range(n))))
+    assert confusion_matrix([], [], 3).tolist() == [[0] * 3] * 3
 
 
 def test_encode_labels_weights_sampler():
     entries = [{"image": f"{i}.png", "label": c} for i, c in enumerate(["b", "a", "a", "a", "c", "b"])]
-    encoded = cls.encode_labels(entries, ["a", "b", "c"])
+    encoded = encode_labels(entries, ["a", "b", "c"])
     assert [e["label"] for e in encoded] == [1, 0, 0, 0, 2, 1] and entries[0]["label"] == "b"
     with pytest.raises(ValueError, match=r"7.png: class 'd' is not one of"):
-        cls.encode_labels([{"image": "7.png", "label": "d"}], ["a", "b", "c"])
+        encode_labels([{"image": "7.png", "label": "d"}], ["a", "b", "c"])
     with pytest.raises(ValueError, match="8.png: no class label"):
-        cls.encode_labels([{"image": "8.png"}], ["a"])
-    assert cls.encode_labels([{"image": "8.png"}], ["a"], require_labels=False) == [{"image": "8.png"}]
-    assert cls.labeled_split({"test": entries[:2]}, "test", ["a", "b", "c"]) == encoded[:2]
+        encode_labels([{"image": "8.png"}], ["a"])
+    assert encode_labels([{"image": "8.png"}], ["a"], require_labels=False) == [{"image": "8.png"}]
+    assert labeled_split({"test": entries[:2]}, "test", ["a", "b", "c"]) == encoded[:2]
     with pytest.raises(ValueError, match="no test images"):
-        cls.labeled_split({"training": entries, "test": []}, "test", ["a", "b", "c"])
-    weights = cls.class_weights(encoded, 3)
+        labeled_split({"training": entries, "test": []}, "test", ["a", "b", "c"])
+    weights = class_weights(encoded, 3)
     assert torch.allclose(weights, torch.tensor([6 / 9, 1.0, 2.0]))
-    assert cls.class_weights(encoded, 3, class_balance="none") is None
-    sampler = cls.balanced_sampler(encoded, 3, "sampler", seed=0)
+    assert class_weights(encoded, 3, class_balance="none") is None
+    sampler = balanced_sampler(encoded, 3, "sampler", seed=0)
     assert torch.allclose(sampler.weights, torch.tensor([0.5, 1 / 3, 1 / 3, 1 / 3, 1.0, 0.5], dtype=torch.double))
-    assert cls.balanced_sampler(encoded, 3, "loss") is None
+    assert balanced_sampler(encoded, 3, "loss") is None
     with pytest.raises(ValueError, match="class_balance must be one of"):
-        cls.class_weights(encoded, 3, class_balance="oversample")
+        class_weights(encoded, 3, class_balance="oversample")
 
 
 def test_class_names_checkpoint_and_inference_list(tmp_path):
-    names = cls.ClassNames(["benign", "malignant"])
+    names = ClassNames(["benign", "malignant"])
     torch.save({"model": {"w": torch.zeros(1)}, "class_names": names.state_dict()}, tmp_path / "model.pt")
-    assert cls.read_class_names(tmp_path / "model.pt") == ["benign", "malignant"]
+    assert read_class_names(tmp_path / "model.pt") == ["benign", "malignant"]
     torch.save({"w": torch.zeros(1)}, tmp_path / "plain.pt")
     with pytest.raises(ValueError, match="no 'class_names'"):
-        cls.read_class_names(tmp_path / "plain.pt")
+        read_class_names(tmp_path / "plain.pt")
     with pytest.raises(FileNotFoundError, match="train first"):
-        cls.read_class_names(tmp_path / "missing.pt")
+        read_class_names(tmp_path / "missing.pt")
     from PIL import Image
 
     folder = tmp_path / "images"
     folder.mkdir()
     for name in ("b.png", "a.png"):
         Image.fromarray(np.zeros((8, 8), np.uint8)).save(folder / name)
-    assert [Path(e["image"]).name for e in cls.inference_datalist(folder)] == ["a.png", "b.png"]
+    assert [Path(e["image"]).name for e in inference_datalist(folder, task="classification")] == ["a.png", "b.png"]
     with pytest.raises(ValueError, match="split must be one of"):
-        cls.inference_datalist(folder, "train")
+        inference_datalist(folder, "train", task="classification")
 
 
 def test_bundle_linear_probe_training_leaves_encoder_unchanged(tmp_path, demo_cls_dir):

@@ -13,7 +13,7 @@ import torch.nn as nn
 from ignite.engine import Events
 
 import openus_monai.engines.pretrainer as pretrainer_module
-from openus_monai.bundle import latest_checkpoint
+from openus_monai.io import latest_checkpoint
 from openus_monai.engines import GuardedSupervisedTrainer, NonFiniteLossError
 from openus_monai.engines.pretrainer import amp_dtype
 from openus_monai.networks import selective_scan

@@ -13,8 +13,9 @@ from monai.data import MetaTensor
 from monai.transforms import Compose, LoadImaged
 from PIL import Image
 
+from openus_monai.data import image_readers
 from openus_monai.networks import MambaDecoder, OpenUSSegNet, VMamba
-from openus_monai.transforms.seg import CheckSegPaird, EnsureGray2Dd, SaveSegMaskd, image_readers, to_gray_2d
+from openus_monai.transforms import CheckSegPaird, EnsureGray2Dd, SaveSegMaskd, to_gray_2d
 
 TINY = {"depths": [1, 1, 1, 1], "dims": 16}
 

@@ -1,6 +1,18 @@
-"""MONAI dictionary transforms for OpenUS: multi-view crops and block masks."""
+"""MONAI dictionary transforms for OpenUS: grayscale 2D images, segmentation masks, multi-view crops and block masks."""
 
+from .grayscale import EnsureGray2Dd, to_gray_2d
 from .masking import RandomBlockMaskd, random_block_mask
 from .multiview import MultiViewCropd, ViewAugmentation, sample_crop_box
+from .seg_masks import CheckSegPaird, SaveSegMaskd
 
-__all__ = ["MultiViewCropd", "RandomBlockMaskd", "ViewAugmentation", "random_block_mask", "sample_crop_box"]
+__all__ = [
+    "CheckSegPaird",
+    "EnsureGray2Dd",
+    "MultiViewCropd",
+    "RandomBlockMaskd",
+    "SaveSegMaskd",
+    "ViewAugmentation",
+    "random_block_mask",
+    "sample_crop_box",
+    "to_gray_2d",
+]
