@@ -141,7 +141,7 @@ def test_metadata_and_model_zoo_ids():
     for key in ("bundle_root", "dataset_dir", "ckpt_dir", "output_dir", "network_def", "network", "train#trainer",
                 "train#dataset#data", "train#handlers", "train#preprocessing", "train#postprocessing", "validate#evaluator",
                 "validate#handlers", "validate#preprocessing", "validate#postprocessing", "initialize", "run", "training",
-                "seed", "label_ratio", "pretrained", "encoder", "mode", "max_epochs", "batch_size", "num_workers",
+                "seed", "label_ratio", "pretrained", "encoder", "freeze_encoder", "mode", "max_epochs", "batch_size", "num_workers",
                 "device", "key_metric", "class_balance"):
         assert key in train, key
     assert train["train#trainer#max_epochs"] == "@max_epochs"

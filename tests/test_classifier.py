@@ -22,7 +22,7 @@ from openus_monai.data import (
 )
 from openus_monai.handlers import ClassificationReport
 from openus_monai.metrics import MulticlassMetric, confusion_matrix
-from openus_monai.networks import OpenUSClassifier, build_encoder
+from openus_monai.networks import OpenUSClassifier, build_encoder, resolve_freeze_encoder
 
 TINY = {"depths": [1, 1, 1, 1], "dims": 8}
 BUNDLE = Path(__file__).resolve().parents[1] / "bundles" / "openus_cls"
@@ -42,17 +42,17 @@ def demo_cls_dir(tmp_path_factory):
 def test_forward_shapes_and_modes():
     torch.manual_seed(0)
     net = OpenUSClassifier(TINY, num_classes=3)
-    assert net.mode == "finetune" and net.num_features == 64
+    assert net.freeze_encoder is False and net.mode == "finetune" and net.num_features == 64
     x = torch.randn(2, 1, 64, 64)
     assert net(x).shape == (2, 3)
     assert net.forward_features(x).shape == (2, 64)
     # MONAI loaders hand over MetaTensors with batched metadata; same logits as a plain tensor
     net.eval()
     assert torch.allclose(net(MetaTensor(x, meta={"filename_or_obj": ["a", "b"]})), net(x))
-    net.set_mode("linear_probe").train()
-    assert not net.encoder.training and net.head.training
+    net.set_freeze_encoder(True).train()
+    assert not net.encoder.training and net.head.training and net.mode == "linear_probe"
     assert all(not p.requires_grad for p in net.encoder.parameters())
-    net.set_mode("finetune")
+    net.set_freeze_encoder(False)
     assert net.encoder.training and all(p.requires_grad for p in net.encoder.parameters())
     with pytest.raises(ValueError, match="mode must be one of"):
         OpenUSClassifier(TINY, num_classes=3, mode="frozen")
@@ -62,9 +62,40 @@ def test_forward_shapes_and_modes():
     assert isinstance(OpenUSClassifier(TINY, 2, head_norm="batch").norm, torch.nn.BatchNorm1d)
 
 
+def test_deprecated_mode_spelling_of_freeze_encoder():
+    """``mode="linear_probe"/"finetune"`` still works, with a DeprecationWarning, as ``freeze_encoder``."""
+    with pytest.warns(DeprecationWarning, match="use freeze_encoder=True"):
+        net = OpenUSClassifier(TINY, num_classes=3, mode="linear_probe")
+    assert net.freeze_encoder and all(not p.requires_grad for p in net.encoder.parameters())
+    with pytest.warns(DeprecationWarning, match="use freeze_encoder=False"):
+        net.set_mode("finetune")
+    assert not net.freeze_encoder and all(p.requires_grad for p in net.encoder.parameters())
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the new spelling warns nothing
+        assert resolve_freeze_encoder(True) is True and resolve_freeze_encoder(False) is False
+    with pytest.raises(ValueError, match="contradicts"), pytest.warns(DeprecationWarning):
+        resolve_freeze_encoder(True, "finetune")
+
+
+def test_bundle_deprecated_mode_override():
+    """``--mode linear_probe`` on the bundle freezes the encoder (and picks the linear-probe defaults), warning."""
+    from monai.bundle import ConfigParser
+
+    parser = ConfigParser()
+    parser.read_config(str(BUNDLE / "configs" / "train.json"))
+    assert parser.get_parsed_content("encoder_frozen") is False and parser.get_parsed_content("learning_rate") == 5e-4
+    parser = ConfigParser()
+    parser.read_config(str(BUNDLE / "configs" / "train.json"))
+    parser.update({"mode": "linear_probe"})
+    with pytest.warns(DeprecationWarning, match="mode='linear_probe' is deprecated"):
+        assert parser.get_parsed_content("encoder_frozen") is True
+    assert parser.get_parsed_content("learning_rate") == 1e-3 and parser.get_parsed_content("drop_path_rate") == 0.0
+    assert parser["network_def"]["freeze_encoder"] == "@encoder_frozen"
+
+
 def test_linear_probe_keeps_encoder_and_trains_head():
     torch.manual_seed(0)
-    net = OpenUSClassifier(TINY, num_classes=3, mode="linear_probe", drop_path_rate=0.2)
+    net = OpenUSClassifier(TINY, num_classes=3, freeze_encoder=True, drop_path_rate=0.2)
     encoder_before = copy.deepcopy(net.encoder.state_dict())
     head_before = net.head.weight.detach().clone()
     groups = net.param_groups(lr=1e-2, weight_decay=0.05)
@@ -196,14 +227,14 @@ def test_class_names_checkpoint_and_inference_list(tmp_path):
 
 
 def test_bundle_linear_probe_training_leaves_encoder_unchanged(tmp_path, demo_cls_dir):
-    """The bundle's own trainer (train.json + tiny.json, in process), mode linear_probe, one epoch."""
+    """The bundle's own trainer (train.json + tiny.json, in process), freeze_encoder true, one epoch."""
     from monai.bundle import ConfigWorkflow
 
     configs = [str(BUNDLE / "configs" / "train.json"), str(BUNDLE / "configs" / "tiny.json")]
     workflow = ConfigWorkflow(config_file=configs, meta_file=str(BUNDLE / "configs" / "metadata.json"),
                               logging_file=False, workflow_type="train",
                               dataset_dir=str(demo_cls_dir), ckpt_dir=str(tmp_path / "models"),
-                              output_dir=str(tmp_path / "eval"), mode="linear_probe", max_epochs=1)
+                              output_dir=str(tmp_path / "eval"), freeze_encoder=True, max_epochs=1)
     workflow.initialize()
     net = workflow.parser.get_parsed_content("network_def")
     encoder_before = copy.deepcopy(net.encoder.state_dict())
@@ -211,7 +242,7 @@ def test_bundle_linear_probe_training_leaves_encoder_unchanged(tmp_path, demo_cl
     workflow.run()
     workflow.finalize()
     for k, v in net.encoder.state_dict().items():
-        assert torch.equal(v, encoder_before[k]), f"encoder weight {k} changed in linear_probe mode"
+        assert torch.equal(v, encoder_before[k]), f"encoder weight {k} changed with a frozen encoder"
     assert any(not torch.equal(v, head_before[k]) for k, v in net.head.state_dict().items())
     saved = torch.load(tmp_path / "models" / "model.pt", weights_only=True)
     assert saved["class_names"] == ["benign", "malignant", "normal"]

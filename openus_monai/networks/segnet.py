@@ -13,6 +13,7 @@ from monai.utils import convert_to_dst_type
 
 from .decoder import MambaDecoder
 from .factory import build_encoder, param_groups, set_trainable
+from .layers import plain_tensor
 from .vmamba import VMamba
 
 __all__ = ["OpenUSSegNet"]
@@ -116,9 +117,7 @@ class OpenUSSegNet(nn.Module):
         Returns:
             logits ``[B, num_classes, H, W]``.
         """
-        source = x
-        if type(x) is not torch.Tensor:  # e.g. a MONAI MetaTensor: its metadata would follow every slice in the scan
-            x = x.as_subclass(torch.Tensor)
+        source, x = x, plain_tensor(x)
         if self.freeze_encoder:
             with torch.no_grad():
                 features = self.encoder(x)
