@@ -11,7 +11,7 @@ import torch
 import torch.nn as nn
 
 from .checkpoint import load_openus_checkpoint
-from .factory import build_encoder, param_groups, set_trainable
+from .factory import FreezableEncoder, build_encoder, param_groups
 from .layers import plain_tensor
 from .vmamba import VMamba
 
@@ -54,7 +54,7 @@ def resolve_freeze_encoder(freeze_encoder: bool | str = False, mode: str | None 
     return mode == "linear_probe"
 
 
-class OpenUSClassifier(nn.Module):
+class OpenUSClassifier(FreezableEncoder):
     """Image classifier on the OpenUS encoder: last-stage map -> global average pool -> norm -> linear.
 
     As :class:`~openus_monai.networks.OpenUSSegNet`, ``freeze_encoder`` chooses the protocol:
@@ -134,7 +134,6 @@ class OpenUSClassifier(nn.Module):
         self.head = nn.Linear(features, self.num_classes)
         nn.init.trunc_normal_(self.head.weight, std=0.01)
         nn.init.zeros_(self.head.bias)
-        self.freeze_encoder = False
         self.set_freeze_encoder(resolve_freeze_encoder(freeze_encoder, mode))
 
     @property
@@ -147,26 +146,9 @@ class OpenUSClassifier(nn.Module):
         """Channels of the pooled features, ``C_3`` of the encoder."""
         return int(self.encoder.num_features)
 
-    def set_freeze_encoder(self, freeze: bool = True) -> OpenUSClassifier:
-        """Freeze the encoder (a linear probe: no gradients, kept in eval mode) or unfreeze it; returns self.
-
-        Build the optimizer after switching: frozen parameters are left out of :meth:`param_groups`.
-        """
-        self.freeze_encoder = bool(freeze)
-        set_trainable(self.encoder, not self.freeze_encoder)
-        self.train(self.training)
-        return self
-
     def set_mode(self, mode: str) -> OpenUSClassifier:
         """Deprecated: :meth:`set_freeze_encoder` (``"linear_probe"``: frozen, ``"finetune"``: not)."""
         return self.set_freeze_encoder(resolve_freeze_encoder(mode=mode))
-
-    def train(self, mode: bool = True) -> OpenUSClassifier:
-        """As :meth:`torch.nn.Module.train`, but a linear probe's encoder always stays in eval mode."""
-        super().train(mode)
-        if self.freeze_encoder:
-            self.encoder.eval()
-        return self
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """``[B, in_channels, H, W] -> [B, C_3]``: the last-stage map (after its output norm), averaged over space."""

@@ -12,7 +12,15 @@ import torch.nn as nn
 from .checkpoint import load_openus_checkpoint
 from .vmamba import VMamba, vmamba_base, vmamba_small, vmamba_tiny
 
-__all__ = ["PRESETS", "build_encoder", "encoder_layer_id", "is_no_weight_decay", "param_groups", "set_trainable"]
+__all__ = [
+    "PRESETS",
+    "FreezableEncoder",
+    "build_encoder",
+    "encoder_layer_id",
+    "is_no_weight_decay",
+    "param_groups",
+    "set_trainable",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -56,6 +64,35 @@ def set_trainable(module: nn.Module, trainable: bool) -> nn.Module:
     for p in module.parameters():
         p.requires_grad_(trainable)
     return module
+
+
+class FreezableEncoder(nn.Module):
+    """Base of the downstream networks: an ``encoder`` that ``freeze_encoder`` freezes.
+
+    A frozen encoder takes no gradient (``requires_grad=False``) and stays in ``eval()`` mode (no
+    stochastic depth, fixed norms) even when the network trains. Subclasses set ``self.encoder`` and then
+    call :meth:`set_freeze_encoder`.
+    """
+
+    encoder: nn.Module
+    freeze_encoder: bool = False
+
+    def set_freeze_encoder(self, freeze: bool = True) -> FreezableEncoder:
+        """Freeze the encoder or unfreeze it; returns self.
+
+        Build the optimizer after switching: frozen parameters are left out of ``param_groups``.
+        """
+        self.freeze_encoder = bool(freeze)
+        set_trainable(self.encoder, not self.freeze_encoder)
+        self.train(self.training)
+        return self
+
+    def train(self, mode: bool = True) -> FreezableEncoder:
+        """As :meth:`torch.nn.Module.train`, but a frozen encoder stays in eval mode."""
+        super().train(mode)
+        if self.freeze_encoder:
+            self.encoder.eval()
+        return self
 
 
 def is_no_weight_decay(name: str, param: nn.Parameter) -> bool:
