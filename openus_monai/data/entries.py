@@ -9,14 +9,13 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
+from .datalist import _SPLITS as SPLITS
 from .datalist import build_datalist, read_records
 from .demo import ensure_demo_data
 from .readers import is_image_file, read_datalist_json, scan_class_folders, scan_image_folder
 from .validation import InvalidFiles, validate_datalist
 
 __all__ = ["first_n", "inference_datalist", "labeled", "pretraining_datalist"]
-
-SPLITS: tuple[str, ...] = ("training", "validation", "test")
 
 
 def labeled(entries: Sequence[dict], split: str = "test", key: str = "label") -> list[dict]:
