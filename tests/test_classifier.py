@@ -75,6 +75,13 @@ def test_deprecated_mode_spelling_of_freeze_encoder():
         assert resolve_freeze_encoder(True) is True and resolve_freeze_encoder(False) is False
     with pytest.raises(ValueError, match="contradicts"), pytest.warns(DeprecationWarning):
         resolve_freeze_encoder(True, "finetune")
+    # the command line hands over strings: "--freeze_encoder false" must not freeze (a non-empty string is truthy)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert resolve_freeze_encoder("true") is True and resolve_freeze_encoder("False") is False
+        assert OpenUSClassifier(TINY, num_classes=3, freeze_encoder="false").freeze_encoder is False
+    with pytest.raises(ValueError, match="freeze_encoder must be true or false"):
+        resolve_freeze_encoder("maybe")
 
 
 def test_bundle_deprecated_mode_override():
@@ -91,6 +98,11 @@ def test_bundle_deprecated_mode_override():
         assert parser.get_parsed_content("encoder_frozen") is True
     assert parser.get_parsed_content("learning_rate") == 1e-3 and parser.get_parsed_content("drop_path_rate") == 0.0
     assert parser["network_def"]["freeze_encoder"] == "@encoder_frozen"
+    for given, frozen in (("true", True), ("false", False)):  # as `--freeze_encoder true|false` passes them
+        parser = ConfigParser()
+        parser.read_config(str(BUNDLE / "configs" / "train.json"))
+        parser.update({"freeze_encoder": given})
+        assert parser.get_parsed_content("encoder_frozen") is frozen
 
 
 def test_linear_probe_keeps_encoder_and_trains_head():

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import warnings
 from collections.abc import Mapping
 from typing import Any
 
@@ -11,47 +10,13 @@ import torch
 import torch.nn as nn
 
 from .checkpoint import load_openus_checkpoint
-from .factory import FreezableEncoder, build_encoder, param_groups
+from .factory import CLASSIFIER_MODES, FreezableEncoder, build_encoder, param_groups, resolve_freeze_encoder
 from .layers import plain_tensor
 from .vmamba import VMamba
 
-__all__ = ["CLASSIFIER_MODES", "OpenUSClassifier", "resolve_freeze_encoder"]
+__all__ = ["OpenUSClassifier"]
 
-#: the deprecated ``mode`` spellings of ``freeze_encoder``: ``"linear_probe"`` (True) and ``"finetune"`` (False)
-CLASSIFIER_MODES: tuple[str, ...] = ("linear_probe", "finetune")
 _HEAD_NORMS = ("layer", "batch", "none")
-
-
-def resolve_freeze_encoder(freeze_encoder: bool | str = False, mode: str | None = None) -> bool:
-    """The ``freeze_encoder`` option, accepting the deprecated ``mode`` spelling of the classifier.
-
-    Both downstream bundles and networks spell the option ``freeze_encoder``; the classifier used to spell it
-    ``mode="linear_probe"`` (frozen) / ``mode="finetune"``, which still works with a ``DeprecationWarning``.
-
-    Args:
-        freeze_encoder: the option (a deprecated mode string is accepted here too, e.g. passed positionally).
-        mode: deprecated: ``"linear_probe"`` or ``"finetune"``; None when not given.
-
-    Returns:
-        whether the encoder is frozen.
-
-    Raises:
-        ValueError: an unknown mode, or a mode contradicting ``freeze_encoder=True``.
-    """
-    if isinstance(freeze_encoder, str):
-        freeze_encoder, mode = False, freeze_encoder if mode is None else mode
-    if mode is None:
-        return bool(freeze_encoder)
-    if mode not in CLASSIFIER_MODES:
-        raise ValueError(f"mode must be one of {CLASSIFIER_MODES}, got {mode!r}; it is deprecated: use freeze_encoder (true/false)")
-    warnings.warn(
-        f"mode={mode!r} is deprecated; use freeze_encoder={mode == 'linear_probe'} (the one spelling of both bundles)",
-        DeprecationWarning,
-        stacklevel=2,
-    )
-    if freeze_encoder and mode == "finetune":
-        raise ValueError("freeze_encoder=True contradicts mode='finetune'; give only freeze_encoder")
-    return mode == "linear_probe"
 
 
 class OpenUSClassifier(FreezableEncoder):
