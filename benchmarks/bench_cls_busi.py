@@ -65,7 +65,7 @@ def _overrides(args: argparse.Namespace, model: str, work: Path) -> dict:
         "batch_size": args.batch_size,
         "num_workers": 0,
         "max_epochs": 100000,  # the budget stops training
-        "mode": "finetune",
+        "freeze_encoder": False,
         "pretrained": "",
         "encoder": json.loads(args.encoder),
         "amp": False,

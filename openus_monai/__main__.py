@@ -118,7 +118,7 @@ class OpenUSCLI:
         """
         import logging
 
-        from openus_monai.engines.label_efficiency import run_label_efficiency
+        from openus_monai.studies.label_efficiency import run_label_efficiency
 
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
 

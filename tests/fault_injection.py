@@ -43,7 +43,7 @@ BUNDLES: dict[str, dict] = {
     "openus_pretrain_midepoch": {
         "bundle": "openus_pretrain", "prefix": "pretrain", "demo": 16, "saves": 6,
         "overrides": {"max_epochs": 3, "save_interval": 2},
-        "extra_config": {"+train#checkpoint_handlers": [{"_target_": "openus_monai.bundle.checkpoints.MidEpochResumeHandler"}]},
+        "extra_config": {"+train#checkpoint_handlers": [{"_target_": "openus_monai.handlers.MidEpochResumeHandler"}]},
     },
 }
 _ITER = re.compile(r"Epoch: (\d+)/\d+, Iter: (\d+)/(\d+)")

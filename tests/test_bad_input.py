@@ -26,11 +26,12 @@ from openus_monai.data import (
     InvalidImageError,
     check_image,
     check_pair,
+    image_readers,
     synthesize_dataset,
     validate_datalist,
 )
 from openus_monai.data.validation import find_invalid
-from openus_monai.transforms.seg import CheckSegPaird, EnsureGray2Dd, image_readers
+from openus_monai.transforms import CheckSegPaird, EnsureGray2Dd
 
 REPO = Path(__file__).resolve().parents[1]
 BUNDLES = REPO / "bundles"

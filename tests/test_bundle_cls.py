@@ -141,7 +141,7 @@ def test_metadata_and_model_zoo_ids():
     for key in ("bundle_root", "dataset_dir", "ckpt_dir", "output_dir", "network_def", "network", "train#trainer",
                 "train#dataset#data", "train#handlers", "train#preprocessing", "train#postprocessing", "validate#evaluator",
                 "validate#handlers", "validate#preprocessing", "validate#postprocessing", "initialize", "run", "training",
-                "seed", "label_ratio", "pretrained", "encoder", "mode", "max_epochs", "batch_size", "num_workers",
+                "seed", "label_ratio", "pretrained", "encoder", "freeze_encoder", "mode", "max_epochs", "batch_size", "num_workers",
                 "device", "key_metric", "class_balance"):
         assert key in train, key
     assert train["train#trainer#max_epochs"] == "@max_epochs"
@@ -163,7 +163,7 @@ def test_busi_evaluate_reads_every_image_and_matches_sklearn(tmp_path):
     bundle's loading transforms, and metrics.json equals scikit-learn on the written predictions."""
     from monai.bundle import ConfigWorkflow
 
-    from openus_monai.bundle.cls import ClassNames
+    from openus_monai.data import ClassNames
     from openus_monai.data import build_datalist, read_labels_csv
     from openus_monai.networks import OpenUSClassifier
 
@@ -180,7 +180,7 @@ def test_busi_evaluate_reads_every_image_and_matches_sklearn(tmp_path):
         meta_file=str(CONFIGS / "metadata.json"), logging_file=False, workflow_type=None,
         dataset_dir=str(BUSI), ckpt_dir=str(tmp_path / "models"), output_dir=str(tmp_path / "eval"),
         # every split instead of only "test", so that this short run reads every image of the data set
-        test_datalist="$openus_monai.bundle.cls.encode_labels(@datalist['training'] + @datalist['validation'] + @datalist['test'], @class_names)",
+        test_datalist="$openus_monai.data.encode_labels(@datalist['training'] + @datalist['validation'] + @datalist['test'], @class_names)",
     )
     workflow.initialize()
     workflow.run()

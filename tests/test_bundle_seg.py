@@ -242,7 +242,7 @@ def test_pretrained_override_loads_exported_encoder_exactly(tmp_path):
 
 
 def test_inference_datalist_sources(tmp_path, demo_dir):
-    from openus_monai.bundle.seg import inference_datalist
+    from openus_monai.data import inference_datalist
 
     test_rows = [r for r in csv.DictReader(open(demo_dir / "labels.csv")) if r["split"] == "test"]
     assert [e["image"] for e in inference_datalist(demo_dir)] == [str(demo_dir / r["image"]) for r in test_rows]
@@ -323,7 +323,7 @@ def test_busi_short_run_reads_every_file_and_dice_matches(tmp_path):
               cache_rate=0.0, **{"validate#dataset#data": "$@datalist['validation'][:8]"})
     assert (tmp_path / "models" / "model.pt").is_file()
     _workflow(["train.json", "tiny.json", "evaluate.json"], **common, output_dir=str(tmp_path / "eval"),
-              **{"validate#dataset#data": "$openus_monai.bundle.seg.labeled(@datalist['test'])[::13]"})
+              **{"validate#dataset#data": "$openus_monai.data.labeled(@datalist['test'])[::13]"})
     _check_dice_from_masks(tmp_path / "eval")
     rows = list(csv.DictReader(open(tmp_path / "eval" / "metrics.csv")))
     assert {Path(r["image"]).name.split("_")[0].split(" ")[0] for r in rows} >= {"benign", "malignant", "normal"}

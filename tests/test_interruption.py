@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from fault_injection import BUNDLES, complete_checkpoints, run_chain
-from openus_monai.bundle import latest_checkpoint
+from openus_monai.io import latest_checkpoint
 from openus_monai.io import atomic_torch_save
 
 
@@ -69,8 +69,7 @@ def _batches_seen(resume_state: dict | None, stop_at: int | None = None, max_epo
     restored from ``resume_state`` with MidEpochResumeHandler; returns the batches seen and the final state dict."""
     from ignite.engine import Engine, Events
 
-    from openus_monai.bundle import EpochSeedHandler
-    from openus_monai.bundle.checkpoints import MidEpochResumeHandler
+    from openus_monai.handlers import EpochSeedHandler, MidEpochResumeHandler
 
     loader = torch.utils.data.DataLoader(list(range(10)), batch_size=2, shuffle=True)
     seen: list[list[int]] = []

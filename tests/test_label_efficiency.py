@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from openus_monai.engines.label_efficiency import bundle_command, normalize_pretrained, run_label_efficiency, summarize_runs
+from openus_monai.studies.label_efficiency import bundle_command, normalize_pretrained, run_label_efficiency, summarize_runs
 
 REPO = Path(__file__).resolve().parents[1]
 SEG = REPO / "bundles" / "openus_seg"

@@ -65,7 +65,7 @@ CASES = {
         demo_images=48,
         max_epochs=2,
         overrides={},
-        params={"max_epochs": "2", "learning_rate": "0.0005", "batch_size": "8", "mode": "finetune", "class_balance": "loss",
+        params={"max_epochs": "2", "learning_rate": "0.0005", "batch_size": "8", "freeze_encoder": "False", "class_balance": "loss",
                 "seed": "0"},
         epoch_metrics=["epoch_loss", "train_accuracy", "macro_f1", "accuracy", "auc", "balanced_accuracy"],
         artifacts=["model.pt"],

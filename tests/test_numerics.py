@@ -13,7 +13,7 @@ import torch.nn as nn
 from ignite.engine import Events
 
 import openus_monai.methods.openus as method_module
-from openus_monai.bundle import latest_checkpoint
+from openus_monai.io import latest_checkpoint
 from openus_monai.engines import GuardedSupervisedTrainer, NonFiniteLossError, amp_dtype
 from openus_monai.networks import selective_scan
 from openus_monai.networks.ops.attention import ScanParams, attention_scores

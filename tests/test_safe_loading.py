@@ -24,7 +24,7 @@ from monai.handlers import CheckpointLoader
 
 from _helpers import REPO
 from fault_injection import config_files, prepare_data
-from openus_monai.bundle import latest_checkpoint
+from openus_monai.io import latest_checkpoint
 from openus_monai.networks import OpenUSClassifier, OpenUSSegNet, build_encoder, load_openus_checkpoint
 
 TINY = {"depths": [1, 1, 1, 1], "dims": 16}

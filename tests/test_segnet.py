@@ -13,8 +13,9 @@ from monai.data import MetaTensor
 from monai.transforms import Compose, LoadImaged
 from PIL import Image
 
+from openus_monai.data import image_readers
 from openus_monai.networks import MambaDecoder, OpenUSSegNet, VMamba
-from openus_monai.transforms.seg import CheckSegPaird, EnsureGray2Dd, SaveSegMaskd, image_readers, to_gray_2d
+from openus_monai.transforms import CheckSegPaird, EnsureGray2Dd, SaveSegMaskd, to_gray_2d
 
 TINY = {"depths": [1, 1, 1, 1], "dims": 16}
 
@@ -64,6 +65,10 @@ def test_frozen_encoder_protocol():
     groups = net.param_groups(lr=1e-3, weight_decay=0.05)
     ids = {id(p) for g in groups for p in g["params"]}
     assert ids == {id(p) for p in net.decoder.parameters()}
+    # `--freeze_encoder false` on the command line arrives as the string "false": not frozen
+    assert _net(freeze_encoder="false").freeze_encoder is False and _net(freeze_encoder="true").freeze_encoder is True
+    net.set_freeze_encoder(False).train()
+    assert net.encoder.training and all(p.requires_grad for p in net.encoder.parameters())
 
 
 def test_finetune_layerwise_lr():

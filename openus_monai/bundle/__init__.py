@@ -1,11 +1,25 @@
-"""Helpers that the bundles' JSON configs call (``"$openus_monai.bundle.resolve_bundle_root('openus_seg')"``)."""
+"""What is about the bundles themselves: where a bundle lives (:func:`resolve_bundle_root`), the vendored
+model-zoo schema (:func:`schema_path`) and small config expressions (:func:`world_size`, :func:`pick_metrics`).
 
-from .checkpoints import EpochSeedHandler, latest_checkpoint
+The code the configs run lives on its own floor (``openus_monai.data``, ``.handlers``, ``.metrics``, ...);
+the names below that configs have always called as ``openus_monai.bundle.NAME`` are re-exported from there.
+"""
+
+from ..data.entries import pretraining_datalist
+from ..handlers.resume import EpochSeedHandler, MidEpochResumeHandler
+from ..io import latest_checkpoint
+from .config import pick_metrics, world_size
 from .paths import resolve_bundle_root
-from .pretrain import pretraining_datalist, world_size
 from .zoo import SCHEMA_MD5, schema_path
 
 __all__ = [
-    "EpochSeedHandler", "latest_checkpoint", "pretraining_datalist", "resolve_bundle_root", "SCHEMA_MD5", "schema_path",
+    "EpochSeedHandler",
+    "MidEpochResumeHandler",
+    "SCHEMA_MD5",
+    "latest_checkpoint",
+    "pick_metrics",
+    "pretraining_datalist",
+    "resolve_bundle_root",
+    "schema_path",
     "world_size",
 ]

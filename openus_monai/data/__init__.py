@@ -7,12 +7,18 @@
 - :func:`validate_datalist` checks every file of a datalist from its header up front, and
   :class:`CheckedCacheDataset` catches what only decoding shows; :class:`InvalidFiles` stops the run at
   invalid files or skips and reports them (``skip_invalid``).
+- :func:`inference_datalist` and :func:`pretraining_datalist` list the images a run uses;
+  :mod:`~openus_monai.data.labels` maps class names to indices and balances classes.
+- :func:`image_readers` gives MONAI readers that refuse invalid files before decoding.
 - The pieces (readers, splits) are exported for bundle configs and CLIs.
 """
 
 from .dataset import CheckedCacheDataset
 from .datalist import TASKS, build_datalist, read_records, records_to_entries
 from .demo import default_demo_dir, ensure_demo_data, has_dataset
+from .entries import first_n, inference_datalist, labeled, pretraining_datalist
+from .checked_readers import CheckedITKReader, CheckedNibabelReader, CheckedPILReader, image_readers, is_nifti, source_path
+from .labels import BALANCE_MODES, ClassNames, balanced_sampler, class_weights, encode_labels, labeled_split, read_class_names
 from .phantom import LESION_CLASSES, render_phantom
 from .readers import (
     IMAGE_EXTENSIONS,
@@ -37,7 +43,24 @@ from .validation import (
 )
 
 __all__ = [
+    "BALANCE_MODES",
     "CheckedCacheDataset",
+    "CheckedITKReader",
+    "CheckedNibabelReader",
+    "CheckedPILReader",
+    "ClassNames",
+    "balanced_sampler",
+    "class_weights",
+    "encode_labels",
+    "first_n",
+    "image_readers",
+    "inference_datalist",
+    "is_nifti",
+    "labeled",
+    "labeled_split",
+    "pretraining_datalist",
+    "read_class_names",
+    "source_path",
     "IMAGE_EXTENSIONS",
     "InvalidDataError",
     "InvalidFiles",

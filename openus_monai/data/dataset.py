@@ -4,7 +4,7 @@ The up-front check (:func:`~openus_monai.data.validation.validate_datalist`) rea
 decoding shows (a truncated JPEG, NaN values, a mask with values outside the label set) surfaces when the
 transforms run. MONAI's datasets pass such an error on with the transform's name; this one finds the
 :class:`~openus_monai.data.validation.InvalidImageError` in it (the readers of
-:func:`~openus_monai.transforms.seg.image_readers` and the checking transforms raise one naming the file)
+:func:`~openus_monai.data.image_readers` and the checking transforms raise one naming the file)
 and applies the run's :class:`~openus_monai.data.validation.InvalidFiles` policy:
 
 - while caching (before the first epoch): every failure is collected; ``skip=False`` raises one error

@@ -305,7 +305,7 @@ def check_pair(
     """Check an image and its mask from their headers: each as :func:`check_image`, and the same size.
 
     Sizes are compared when both files are read in the same axis order (both NIfTI, or neither); the
-    values of the mask are checked at load time (:class:`~openus_monai.transforms.seg.CheckSegPaird`).
+    values of the mask are checked at load time (:class:`~openus_monai.transforms.CheckSegPaird`).
 
     Raises:
         InvalidImageError: naming the file at fault (the mask for a size mismatch, with its image).

@@ -1,10 +1,7 @@
-"""Engines: the generic pretraining engine and the guarded supervised trainer."""
+"""Engines: the generic pretraining engine and the non-finite-loss guarded supervised trainer."""
 
-from .label_efficiency import DEFAULT_RATIOS, run_label_efficiency
 from .nonfinite import GuardedSupervisedTrainer, NonFiniteLossError
 from .pretrainer import OpenUSPretrainer
 from .pretraining import PretrainingEngine, amp_dtype
 
 __all__ = ["GuardedSupervisedTrainer", "NonFiniteLossError", "OpenUSPretrainer", "PretrainingEngine", "amp_dtype"]
-
-__all__ += ["DEFAULT_RATIOS", "run_label_efficiency"]

@@ -1,10 +1,14 @@
-"""Ignite handlers of pretraining (and the schedule owner)."""
+"""Ignite handlers: the pretraining schedule owner and its handlers (gradients, teacher EMA, export, pictures,
+timing), run resumption, evaluation reports, tracking."""
 
+from .classification_report import ClassificationReport
 from .epoch_metrics import EpochAverageHandler
 from .export import BackboneExportHandler
 from .gradients import FreezeLastLayerHandler, PerParameterGradClipHandler
 from .masking import STRATEGIES, LossMemory, SelfAdaptiveMaskingHandler
+from .metrics_report import MetricsReport
 from .pictures import MaskingPictureHandler
+from .resume import BestMetricState, EarlyStopState, EpochSeedHandler, MidEpochResumeHandler
 from .schedules import PretrainingSchedule, cosine, linear, progress, warmup_cosine
 from .teacher_ema import TeacherEMAHandler
 from .timing import PhaseTimerHandler
@@ -13,11 +17,17 @@ from .tracking import MLflowExtrasHandler
 __all__ = [
     "STRATEGIES",
     "BackboneExportHandler",
+    "BestMetricState",
+    "ClassificationReport",
+    "EarlyStopState",
+    "EpochSeedHandler",
     "EpochAverageHandler",
     "FreezeLastLayerHandler",
     "MaskingPictureHandler",
     "LossMemory",
     "MLflowExtrasHandler",
+    "MetricsReport",
+    "MidEpochResumeHandler",
     "PerParameterGradClipHandler",
     "PhaseTimerHandler",
     "PretrainingSchedule",

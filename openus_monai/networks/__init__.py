@@ -1,9 +1,18 @@
 """Networks: the VMamba encoder of OpenUS, its selective-scan ops, and checkpoint loading."""
 
 from .checkpoint import LoadReport, load_openus_checkpoint, read_state_dict
-from .classifier import CLASSIFIER_MODES, OpenUSClassifier
+from .classifier import OpenUSClassifier
 from .decoder import ChannelAttention, ChannelAttentionBlock, MambaDecoder, MambaDecoderBlock, PatchExpand
-from .factory import PRESETS, build_encoder, encoder_layer_id, is_no_weight_decay, param_groups, set_trainable
+from .factory import (
+    CLASSIFIER_MODES,
+    PRESETS,
+    build_encoder,
+    encoder_layer_id,
+    is_no_weight_decay,
+    param_groups,
+    resolve_freeze_encoder,
+    set_trainable,
+)
 from .layers import LayerNorm2d, Linear2d, Mlp2d
 from .ops.attention import ScanParams, attention_map, attention_scores
 from .ops.scan_cpu import linear_recurrence
@@ -41,6 +50,7 @@ __all__ = [
     "linear_recurrence",
     "load_openus_checkpoint",
     "read_state_dict",
+    "resolve_freeze_encoder",
     "selective_scan",
     "vmamba_base",
     "vmamba_small",

@@ -8,29 +8,27 @@ from typing import Any
 
 import torch
 import torch.nn as nn
-from monai.data import MetaTensor
 
 from .checkpoint import load_openus_checkpoint
-from .factory import build_encoder, param_groups, set_trainable
+from .factory import CLASSIFIER_MODES, FreezableEncoder, build_encoder, param_groups, resolve_freeze_encoder
+from .layers import plain_tensor
 from .vmamba import VMamba
 
-__all__ = ["CLASSIFIER_MODES", "OpenUSClassifier"]
+__all__ = ["OpenUSClassifier"]
 
-#: training modes of :class:`OpenUSClassifier`
-CLASSIFIER_MODES: tuple[str, ...] = ("linear_probe", "finetune")
 _HEAD_NORMS = ("layer", "batch", "none")
 
 
-class OpenUSClassifier(nn.Module):
+class OpenUSClassifier(FreezableEncoder):
     """Image classifier on the OpenUS encoder: last-stage map -> global average pool -> norm -> linear.
 
-    Two modes:
+    As :class:`~openus_monai.networks.OpenUSSegNet`, ``freeze_encoder`` chooses the protocol:
 
-    - ``"linear_probe"`` (the original's evaluation protocol): the encoder is frozen
+    - ``freeze_encoder=True``, a linear probe (the original's evaluation protocol): the encoder is frozen
       (``requires_grad=False``), kept in ``eval()`` mode even when the classifier trains (no stochastic
       depth), and run without autograd; only the norm and the head learn.
-    - ``"finetune"``: everything learns; :meth:`param_groups` gives the encoder a lower learning rate with
-      layer-wise decay.
+    - ``freeze_encoder=False`` (fine-tuning): everything learns; :meth:`param_groups` gives the encoder a lower
+      learning rate with layer-wise decay.
 
     Args:
         encoder: a :class:`VMamba`, a preset name (``"vmamba_small"``) or a ``VMamba`` config dict
@@ -42,15 +40,16 @@ class OpenUSClassifier(nn.Module):
             this classifier); ``None`` or ``""`` keeps the random initialisation. A 3-channel stem is adapted
             to a 1-channel encoder.
         checkpoint_key: entry of ``pretrained`` to read (default: ``teacher`` when present).
-        mode: ``"linear_probe"`` or ``"finetune"``.
+        freeze_encoder: freeze the encoder (see above).
         head_norm: norm on the pooled features: ``"layer"`` (LayerNorm), ``"batch"`` (BatchNorm1d without
             affine parameters, as in MAE's linear probing) or ``"none"``.
         dropout: dropout before the linear head.
+        mode: deprecated spelling of ``freeze_encoder``: ``"linear_probe"`` (frozen) or ``"finetune"``.
         encoder_kwargs: overrides for the encoder preset or config (e.g. ``drop_path_rate=0.1``).
 
     Example::
 
-        net = OpenUSClassifier({"depths": [1, 1, 1, 1], "dims": 16}, num_classes=3, mode="linear_probe")
+        net = OpenUSClassifier({"depths": [1, 1, 1, 1], "dims": 16}, num_classes=3, freeze_encoder=True)
         logits = net(torch.randn(2, 1, 64, 64))       # [2, 3]
         feats = net.forward_features(x)                # [2, 128] pooled, before the norm
         groups = net.param_groups(lr=1e-3, weight_decay=0.05, layer_decay=0.75, encoder_lr_scale=0.1)
@@ -63,9 +62,10 @@ class OpenUSClassifier(nn.Module):
         in_channels: int = 1,
         pretrained: str | os.PathLike | None = None,
         checkpoint_key: str | None = None,
-        mode: str = "finetune",
+        freeze_encoder: bool = False,
         head_norm: str | None = "layer",
         dropout: float = 0.0,
+        mode: str | None = None,
         **encoder_kwargs: Any,
     ) -> None:
         super().__init__()
@@ -99,13 +99,12 @@ class OpenUSClassifier(nn.Module):
         self.head = nn.Linear(features, self.num_classes)
         nn.init.trunc_normal_(self.head.weight, std=0.01)
         nn.init.zeros_(self.head.bias)
-        self._mode = ""
-        self.set_mode(mode)
+        self.set_freeze_encoder(resolve_freeze_encoder(freeze_encoder, mode))
 
     @property
     def mode(self) -> str:
-        """``"linear_probe"`` or ``"finetune"``."""
-        return self._mode
+        """``"linear_probe"`` (frozen encoder) or ``"finetune"``: the former name of :attr:`freeze_encoder`."""
+        return CLASSIFIER_MODES[0] if self.freeze_encoder else CLASSIFIER_MODES[1]
 
     @property
     def num_features(self) -> int:
@@ -113,29 +112,13 @@ class OpenUSClassifier(nn.Module):
         return int(self.encoder.num_features)
 
     def set_mode(self, mode: str) -> OpenUSClassifier:
-        """Switch between ``"linear_probe"`` (frozen encoder in eval mode) and ``"finetune"``; returns self.
-
-        Build the optimizer after switching: frozen parameters are left out of :meth:`param_groups`.
-        """
-        if mode not in CLASSIFIER_MODES:
-            raise ValueError(f"mode must be one of {CLASSIFIER_MODES}, got {mode!r}")
-        self._mode = mode
-        set_trainable(self.encoder, mode == "finetune")
-        self.train(self.training)
-        return self
-
-    def train(self, mode: bool = True) -> OpenUSClassifier:
-        """As :meth:`torch.nn.Module.train`, but a linear probe's encoder always stays in eval mode."""
-        super().train(mode)
-        if self._mode == "linear_probe":
-            self.encoder.eval()
-        return self
+        """Deprecated: :meth:`set_freeze_encoder` (``"linear_probe"``: frozen, ``"finetune"``: not)."""
+        return self.set_freeze_encoder(resolve_freeze_encoder(mode=mode))
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """``[B, in_channels, H, W] -> [B, C_3]``: the last-stage map (after its output norm), averaged over space."""
-        if isinstance(x, MetaTensor):  # batched metadata would be sliced along with every scan index
-            x = x.as_tensor()
-        if self._mode == "linear_probe" and not x.requires_grad:
+        x = plain_tensor(x)
+        if self.freeze_encoder and not x.requires_grad:
             with torch.no_grad():  # frozen encoder: no graph needed unless the caller wants input gradients
                 feature_map = self.encoder(x)[-1]
         else:
@@ -152,7 +135,7 @@ class OpenUSClassifier(nn.Module):
         """Optimizer parameter groups (see :func:`openus_monai.networks.param_groups`).
 
         The head and norm take ``lr``; encoder parameters ``lr * encoder_lr_scale * layer_decay ** depth_from_top``.
-        Norms, biases and SSM constants take no weight decay. In ``linear_probe`` mode only the head's groups.
+        Norms, biases and SSM constants take no weight decay. With a frozen encoder only the head's groups.
         """
         return param_groups(
             self, weight_decay=weight_decay, lr=lr, encoder=self.encoder, encoder_prefix="encoder.",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import warnings
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -12,7 +13,17 @@ import torch.nn as nn
 from .checkpoint import load_openus_checkpoint
 from .vmamba import VMamba, vmamba_base, vmamba_small, vmamba_tiny
 
-__all__ = ["PRESETS", "build_encoder", "encoder_layer_id", "is_no_weight_decay", "param_groups", "set_trainable"]
+__all__ = [
+    "CLASSIFIER_MODES",
+    "PRESETS",
+    "FreezableEncoder",
+    "build_encoder",
+    "encoder_layer_id",
+    "is_no_weight_decay",
+    "param_groups",
+    "resolve_freeze_encoder",
+    "set_trainable",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -56,6 +67,81 @@ def set_trainable(module: nn.Module, trainable: bool) -> nn.Module:
     for p in module.parameters():
         p.requires_grad_(trainable)
     return module
+
+
+#: the deprecated ``mode`` spellings of ``freeze_encoder``: ``"linear_probe"`` (True) and ``"finetune"`` (False)
+CLASSIFIER_MODES: tuple[str, ...] = ("linear_probe", "finetune")
+_TRUE, _FALSE = ("true", "yes", "1"), ("false", "no", "0", "")
+
+
+def resolve_freeze_encoder(freeze_encoder: bool | str = False, mode: str | None = None) -> bool:
+    """The ``freeze_encoder`` option as a bool, accepting the deprecated ``mode`` spelling of the classifier.
+
+    Both downstream bundles and networks spell the option ``freeze_encoder``; the classifier used to spell it
+    ``mode="linear_probe"`` (frozen) / ``mode="finetune"``, which still works with a ``DeprecationWarning``.
+    Strings from a command line (``--freeze_encoder true``, which ``python -m monai.bundle`` passes as the
+    string ``"true"``) are read as booleans, so that ``"false"`` does not count as set.
+
+    Args:
+        freeze_encoder: the option: a bool, ``"true"``/``"false"`` (any case; also yes/no, 1/0), or a
+            deprecated mode string (e.g. passed positionally where ``mode`` used to be).
+        mode: deprecated: ``"linear_probe"`` or ``"finetune"``; None when not given.
+
+    Returns:
+        whether the encoder is frozen.
+
+    Raises:
+        ValueError: an unknown string or mode, or a mode contradicting ``freeze_encoder=True``.
+    """
+    if isinstance(freeze_encoder, str):
+        word = freeze_encoder.strip().lower()
+        if word in _TRUE or word in _FALSE:
+            freeze_encoder = word in _TRUE
+        elif mode is None and word in CLASSIFIER_MODES:
+            freeze_encoder, mode = False, word
+        else:
+            raise ValueError(f"freeze_encoder must be true or false, got {freeze_encoder!r}")
+    if mode is None:
+        return bool(freeze_encoder)
+    if mode not in CLASSIFIER_MODES:
+        raise ValueError(f"mode must be one of {CLASSIFIER_MODES}, got {mode!r}; it is deprecated: use freeze_encoder (true/false)")
+    warnings.warn(
+        f"mode={mode!r} is deprecated; use freeze_encoder={mode == 'linear_probe'} (the one spelling of both bundles)",
+        DeprecationWarning,
+        stacklevel=2,
+    )
+    if freeze_encoder and mode == "finetune":
+        raise ValueError("freeze_encoder=True contradicts mode='finetune'; give only freeze_encoder")
+    return mode == "linear_probe"
+
+
+class FreezableEncoder(nn.Module):
+    """Base of the downstream networks: an ``encoder`` that ``freeze_encoder`` freezes.
+
+    A frozen encoder takes no gradient (``requires_grad=False``) and stays in ``eval()`` mode (no
+    stochastic depth, fixed norms) even when the network trains. Subclasses set ``self.encoder`` and then
+    call :meth:`set_freeze_encoder`.
+    """
+
+    encoder: nn.Module
+    freeze_encoder: bool = False
+
+    def set_freeze_encoder(self, freeze: bool | str = True) -> FreezableEncoder:
+        """Freeze the encoder or unfreeze it (``freeze`` as :func:`resolve_freeze_encoder` reads it); returns self.
+
+        Build the optimizer after switching: frozen parameters are left out of ``param_groups``.
+        """
+        self.freeze_encoder = resolve_freeze_encoder(freeze)
+        set_trainable(self.encoder, not self.freeze_encoder)
+        self.train(self.training)
+        return self
+
+    def train(self, mode: bool = True) -> FreezableEncoder:
+        """As :meth:`torch.nn.Module.train`, but a frozen encoder stays in eval mode."""
+        super().train(mode)
+        if self.freeze_encoder:
+            self.encoder.eval()
+        return self
 
 
 def is_no_weight_decay(name: str, param: nn.Parameter) -> bool:

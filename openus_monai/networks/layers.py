@@ -1,4 +1,4 @@
-"""Channel-first building blocks shared by the encoder and decoder."""
+"""Channel-first building blocks shared by the encoder, decoder and heads, and :func:`plain_tensor`."""
 
 from __future__ import annotations
 
@@ -6,7 +6,16 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-__all__ = ["LayerNorm2d", "Linear2d", "Mlp2d", "init_linear_and_norm"]
+__all__ = ["LayerNorm2d", "Linear2d", "Mlp2d", "init_linear_and_norm", "plain_tensor"]
+
+
+def plain_tensor(x: torch.Tensor) -> torch.Tensor:
+    """``x`` as a plain ``torch.Tensor`` (same storage and autograd graph), e.g. from a MONAI ``MetaTensor``.
+
+    The networks strip metadata on entry: inside the scans it serves no purpose, and a batched
+    ``MetaTensor`` would slice its metadata along with every index operation.
+    """
+    return x if type(x) is torch.Tensor else x.as_subclass(torch.Tensor)
 
 
 class LayerNorm2d(nn.LayerNorm):

@@ -12,7 +12,8 @@ import torch.nn as nn
 from monai.utils import convert_to_dst_type
 
 from .decoder import MambaDecoder
-from .factory import build_encoder, param_groups, set_trainable
+from .factory import FreezableEncoder, build_encoder, param_groups
+from .layers import plain_tensor
 from .vmamba import VMamba
 
 __all__ = ["OpenUSSegNet"]
@@ -20,7 +21,7 @@ __all__ = ["OpenUSSegNet"]
 logger = logging.getLogger(__name__)
 
 
-class OpenUSSegNet(nn.Module):
+class OpenUSSegNet(FreezableEncoder):
     """``[B, in_channels, H, W] -> [B, num_classes, H, W]`` logits from a VMamba encoder and a :class:`MambaDecoder`.
 
     One tensor in, one tensor out, so MONAI's inferers and ``monai.bundle verify_net_in_out`` apply.
@@ -97,17 +98,7 @@ class OpenUSSegNet(nn.Module):
             self.decoder = MambaDecoder(dims, num_classes=num_classes, **kwargs)
         self.in_channels = getattr(self.encoder, "in_channels", in_channels)
         self.num_classes = getattr(self.decoder, "num_classes", num_classes)
-        self.freeze_encoder = bool(freeze_encoder)
-        if self.freeze_encoder:
-            set_trainable(self.encoder, False)
-            self.encoder.eval()
-
-    def train(self, mode: bool = True) -> OpenUSSegNet:
-        """Set train/eval mode; a frozen encoder stays in eval mode."""
-        super().train(mode)
-        if self.freeze_encoder:
-            self.encoder.eval()
-        return self
+        self.set_freeze_encoder(freeze_encoder)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Args:
@@ -116,9 +107,7 @@ class OpenUSSegNet(nn.Module):
         Returns:
             logits ``[B, num_classes, H, W]``.
         """
-        source = x
-        if type(x) is not torch.Tensor:  # e.g. a MONAI MetaTensor: its metadata would follow every slice in the scan
-            x = x.as_subclass(torch.Tensor)
+        source, x = x, plain_tensor(x)
         if self.freeze_encoder:
             with torch.no_grad():
                 features = self.encoder(x)

@@ -7,11 +7,10 @@ from collections.abc import Sequence
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from monai.data import MetaTensor
 from monai.networks.layers import DropPath
 from torch.utils.checkpoint import checkpoint
 
-from .layers import LayerNorm2d, Mlp2d, init_linear_and_norm
+from .layers import LayerNorm2d, Mlp2d, init_linear_and_norm, plain_tensor
 from .ops.attention import ScanParams, attention_map, attention_scores
 from .ss2d import SS2D
 
@@ -176,9 +175,7 @@ class VMamba(nn.Module):
             four maps ``[B, C_i, H / 2^(i+2), W / 2^(i+2)]`` after their output norms, and the params (or None).
         """
         self._check_input(x)
-        if isinstance(x, MetaTensor):  # MONAI's metadata serves no purpose inside the encoder
-            x = x.as_tensor()
-        x = self.patch_embed(x)
+        x = self.patch_embed(plain_tensor(x))
         if mask is not None:
             x = self._apply_mask(x, mask)
         maps, params = [], None

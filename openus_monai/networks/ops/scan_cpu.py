@@ -20,6 +20,8 @@ import math
 import torch
 import torch.nn.functional as F
 
+from .scan_inputs import ScanInputs
+
 
 __all__ = ["linear_recurrence", "selective_scan_cpu"]
 
@@ -105,22 +107,14 @@ def linear_recurrence(a: torch.Tensor, b: torch.Tensor, dim: int = 0, reverse: b
     return h.movedim(0, dim)
 
 
-def selective_scan_cpu(
-    u: torch.Tensor,
-    delta: torch.Tensor,
-    A: torch.Tensor,
-    B: torch.Tensor,
-    C: torch.Tensor,
-    D: torch.Tensor | None = None,
-    delta_bias: torch.Tensor | None = None,
-    delta_softplus: bool = False,
-) -> torch.Tensor:
+def selective_scan_cpu(inputs: ScanInputs) -> torch.Tensor:
     """Selective scan with the chunked recurrence and its hand-written reverse-scan backward.
 
     Same contract and numbers as :func:`selective_scan_reference` (float32 accumulation). Works in a
     sequence-major layout ``[L, B, G, D/G, N]`` so that every elementwise step and every recurrence step
     reads contiguous memory; inputs are transposed once on the way in and the output once on the way out.
     """
+    u, delta, A, B, C, D, delta_bias, delta_softplus = inputs
     batch, dim, length = u.shape
     groups, d_state = B.shape[1], B.shape[2]
     per_group = dim // groups

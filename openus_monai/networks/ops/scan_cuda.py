@@ -9,6 +9,8 @@ from __future__ import annotations
 import torch
 from monai.utils import optional_import
 
+from .scan_inputs import ScanInputs
+
 selective_scan_cuda, HAS_MAMBA_SSM = optional_import("selective_scan_cuda")
 
 __all__ = ["HAS_MAMBA_SSM", "selective_scan_mamba_ssm"]
@@ -32,17 +34,9 @@ class _MambaSelectiveScan(torch.autograd.Function):
         return du, ddelta, dA, dB, dC, (dD if D is not None else None), (ddelta_bias if delta_bias is not None else None), None
 
 
-def selective_scan_mamba_ssm(
-    u: torch.Tensor,
-    delta: torch.Tensor,
-    A: torch.Tensor,
-    B: torch.Tensor,
-    C: torch.Tensor,
-    D: torch.Tensor | None = None,
-    delta_bias: torch.Tensor | None = None,
-    delta_softplus: bool = False,
-) -> torch.Tensor:
-    """mamba-ssm's fused kernel (CUDA tensors only). Shapes as in :func:`~openus_monai.networks.selective_scan`."""
+def selective_scan_mamba_ssm(inputs: ScanInputs) -> torch.Tensor:
+    """mamba-ssm's fused kernel (CUDA tensors only). Inputs as :class:`~.scan_inputs.ScanInputs`."""
+    u, delta, A, B, C, D, delta_bias, delta_softplus = inputs
     if not HAS_MAMBA_SSM:
         raise RuntimeError("the mamba_ssm scan backend needs mamba-ssm's compiled 'selective_scan_cuda' extension")
     if not u.is_cuda:

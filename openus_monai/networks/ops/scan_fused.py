@@ -30,6 +30,7 @@ from pathlib import Path
 import torch
 
 from .scan_cpu import selective_scan_cpu
+from .scan_inputs import ScanInputs
 
 __all__ = ["MAX_STATE", "fused_scan", "fused_scan_available", "fused_scan_error", "selective_scan_fused_cpu"]
 
@@ -269,23 +270,15 @@ def fused_scan(
     return _FusedScan.apply(u, delta, delta_bias, A, B, C, D, delta_softplus, height, width, 0 if cross else 1)
 
 
-def selective_scan_fused_cpu(
-    u: torch.Tensor,
-    delta: torch.Tensor,
-    A: torch.Tensor,
-    B: torch.Tensor,
-    C: torch.Tensor,
-    D: torch.Tensor | None = None,
-    delta_bias: torch.Tensor | None = None,
-    delta_softplus: bool = False,
-) -> torch.Tensor:
+def selective_scan_fused_cpu(inputs: ScanInputs) -> torch.Tensor:
     """:func:`~openus_monai.networks.selective_scan`'s contract (``[B, D, L]`` layout) on the fused kernel.
 
     Each of the ``G`` groups of channels is one direction scanned in index order. Falls back to the
     pure-PyTorch scan for ``d_state > 16``.
     """
+    u, delta, A, B, C, D, delta_bias, delta_softplus = inputs
     if A.shape[-1] > MAX_STATE:
-        return selective_scan_cpu(u, delta, A, B, C, D, delta_bias, delta_softplus)
+        return selective_scan_cpu(inputs)
     batch, dim, length = u.shape
     groups, d_state = B.shape[1], B.shape[2]
     per_group = dim // groups

@@ -5,6 +5,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from .scan_inputs import ScanInputs
+
 
 def discretize(
     u: torch.Tensor,
@@ -62,21 +64,13 @@ def readout(h: torch.Tensor, C: torch.Tensor, u: torch.Tensor, D: torch.Tensor |
     return y
 
 
-def selective_scan_reference(
-    u: torch.Tensor,
-    delta: torch.Tensor,
-    A: torch.Tensor,
-    B: torch.Tensor,
-    C: torch.Tensor,
-    D: torch.Tensor | None = None,
-    delta_bias: torch.Tensor | None = None,
-    delta_softplus: bool = False,
-) -> torch.Tensor:
+def selective_scan_reference(inputs: ScanInputs) -> torch.Tensor:
     """``h_t = exp(delta_t A) h_{t-1} + delta_t B_t u_t``, ``y_t = C_t h_t + D u_t``, one step at a time.
 
-    Float32 accumulation; autograd differentiates through the loop (slow, exact). Shapes as in
-    :func:`openus_monai.networks.selective_scan`. Returns ``[B, D, L]`` in ``u.dtype``.
+    Float32 accumulation; autograd differentiates through the loop (slow, exact). Inputs as
+    :class:`~.scan_inputs.ScanInputs`. Returns ``[B, D, L]`` in ``u.dtype``.
     """
+    u, delta, A, B, C, D, delta_bias, delta_softplus = inputs
     _, decay, drive = discretize(u, delta, A, B, delta_bias, delta_softplus)
     h = torch.zeros_like(drive[:, :, 0])
     states = []

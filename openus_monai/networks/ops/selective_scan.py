@@ -3,20 +3,20 @@
 from __future__ import annotations
 
 import os
-from typing import Callable
-
 import torch
 
 from .scan_cpu import selective_scan_cpu
 from .scan_cuda import HAS_MAMBA_SSM, selective_scan_mamba_ssm
 from .scan_fused import fused_scan_available, fused_scan_error, selective_scan_fused_cpu
+from .scan_inputs import ScanBackend, ScanInputs
 from .scan_reference import selective_scan_reference
 
 __all__ = ["SCAN_BACKENDS", "available_backends", "resolve_backend", "selective_scan"]
 
 ENV_VAR = "OPENUS_SCAN_BACKEND"
 
-SCAN_BACKENDS: dict[str, Callable[..., torch.Tensor]] = {
+#: the backends, by name; each takes one :class:`~openus_monai.networks.ops.scan_inputs.ScanInputs`
+SCAN_BACKENDS: dict[str, ScanBackend] = {
     "reference": selective_scan_reference,
     "fused_cpu": selective_scan_fused_cpu,
     "torch": selective_scan_cpu,
@@ -77,14 +77,8 @@ def selective_scan(
     """Selective scan (Mamba S6): ``h_t = exp(delta_t A) h_{t-1} + delta_t B_t u_t``, ``y_t = C_t h_t + D u_t``.
 
     Args:
-        u: input ``[B, D, L]``.
-        delta: step sizes ``[B, D, L]`` (before ``delta_bias`` and softplus).
-        A: diagonal state matrix ``[D, N]`` (negative for a stable system).
-        B: input projection ``[B, G, N, L]``; channel ``d`` uses group ``d // (D // G)``.
-        C: output projection ``[B, G, N, L]``.
-        D: skip connection ``[D]`` or None.
-        delta_bias: ``[D]`` added to ``delta`` or None.
-        delta_softplus: apply softplus to ``delta + delta_bias``.
+        u, delta, A, B, C, D, delta_bias, delta_softplus: the scan's inputs, shapes as documented once in
+            :class:`~openus_monai.networks.ops.scan_inputs.ScanInputs`.
         backend: ``"reference"`` (sequential, autograd through the loop: the test oracle),
             ``"fused_cpu"`` (a C kernel compiled on first use: one pass forward, one pass backward),
             ``"torch"`` (fast pure PyTorch: chunked recurrence, hand-written reverse-scan backward),
@@ -94,4 +88,5 @@ def selective_scan(
     Returns:
         ``y`` ``[B, D, L]`` in ``u.dtype`` (accumulated in float32).
     """
-    return SCAN_BACKENDS[resolve_backend(u.device, backend)](u, delta, A, B, C, D, delta_bias, delta_softplus)
+    inputs = ScanInputs(u, delta, A, B, C, D, delta_bias, delta_softplus)
+    return SCAN_BACKENDS[resolve_backend(u.device, backend)](inputs)

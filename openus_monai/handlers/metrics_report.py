@@ -1,4 +1,4 @@
-"""``MetricsReport``: per-image metrics to CSV and their summary to JSON, for bundle evaluation runs.
+"""``MetricsReport``: per-image metrics to CSV and their summary to JSON, for evaluation runs.
 
 MONAI's ``MetricsSaver`` writes one file per metric; the bundles here promise one table
 (``metrics.csv``: a row per image, a column per metric) and one summary (``metrics.json``) that tools
@@ -20,7 +20,7 @@ from typing import Any
 import torch
 from ignite.engine import Engine, Events
 
-from openus_monai.transforms.seg import source_path
+from ..data.checked_readers import source_path
 
 __all__ = ["MetricsReport"]
 

@@ -1,166 +1,28 @@
-"""Resumable training checkpoints for the bundles: find the newest complete one, and make a resumed run repeat
-the uninterrupted one.
-
-MONAI's ``CheckpointSaver`` writes with Ignite's ``DiskSaver(atomic=False)``, so a process killed while
-saving leaves a truncated file under its final name. :func:`latest_checkpoint` therefore loads every
-candidate (``weights_only=True``) before choosing it, falls back to the previous one when it does not load,
-logs which file was rejected and why, and moves a rejected file aside (``<name>.rejected``) so that later
-runs do not trip over it. Temporary files of :func:`openus_monai.io.atomic_torch_save` left by a kill are
-deleted (:func:`clean_partial_writes`).
+"""Handlers that make a resumed run repeat the uninterrupted one.
 
 :class:`EpochSeedHandler` re-seeds every random source of an epoch (torch, numpy, ``random``, the sampler
 and the data transforms) from ``seed + epoch`` when the epoch starts, so an epoch after a resume draws the
 same data order, augmentations and dropout as in the uninterrupted run. Checkpoints written at epoch ends
 resume exactly with it alone; for checkpoints written in the middle of an epoch (``epoch_level: false``),
 :class:`MidEpochResumeHandler` also replays the part of the epoch that was already done.
+:class:`BestMetricState` and :class:`EarlyStopState` put the best-model and early-stopping bookkeeping into
+the checkpoint. Finding the checkpoint to resume from is :func:`openus_monai.io.latest_checkpoint`.
 """
 
 from __future__ import annotations
 
 import logging
-import os
 import random
-import re
-from collections.abc import Iterable, Mapping, Sequence
-from pathlib import Path
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
 import torch
 from ignite.engine import Engine, Events
 
-from ..io import TEMP_SUFFIX, load_weights_only
-
-__all__ = [
-    "BestMetricState",
-    "EarlyStopState",
-    "EpochSeedHandler",
-    "MidEpochResumeHandler",
-    "checkpoint_candidates",
-    "clean_partial_writes",
-    "latest_checkpoint",
-    "verify_checkpoint",
-]
+__all__ = ["BestMetricState", "EarlyStopState", "EpochSeedHandler", "MidEpochResumeHandler"]
 
 logger = logging.getLogger(__name__)
-
-_STEP = re.compile(r"(\d+)")
-# Files in a ckpt_dir that are exports or best models, never resumable checkpoints.
-EXPORTS = ("backbone.pt", "model.pt")
-REJECTED_SUFFIX = ".rejected"
-# (path, size, mtime_ns) -> None when the file verified, else the reason; avoids loading a file twice when a
-# config calls latest_checkpoint() for both ``_disabled_`` and ``load_path``.
-_verified: dict[tuple[str, int, int], str | None] = {}
-
-
-def clean_partial_writes(ckpt_dir: str | os.PathLike) -> list[Path]:
-    """Delete the ``.<name>.*.tmp`` leftovers of :func:`~openus_monai.io.atomic_torch_save` in ``ckpt_dir``.
-
-    Call it only when no process is writing there (e.g. when a run starts).
-
-    Returns:
-        the deleted paths.
-    """
-    folder = Path(ckpt_dir)
-    removed = []
-    for tmp in folder.glob(f".*{TEMP_SUFFIX}") if folder.is_dir() else ():
-        try:
-            tmp.unlink()
-        except OSError:  # another rank removed it first
-            continue
-        logger.warning("removed %s: a partial write of an interrupted save", tmp)
-        removed.append(tmp)
-    return removed
-
-
-def checkpoint_candidates(ckpt_dir: str | os.PathLike, prefix: str | None = None, exclude: Iterable[str] = EXPORTS) -> list[Path]:
-    """Training checkpoints in ``ckpt_dir``, newest first: a ``*final*`` file, then by the last number in the
-    name (``pretrain_checkpoint_iteration=16.pt``, ``seg_checkpoint_epoch=3.pt``), then by modification time.
-
-    Args:
-        ckpt_dir: the folder.
-        prefix: only names starting with it (e.g. ``"seg"``); default any ``*.pt``.
-        exclude: names that are never training checkpoints (exported encoder, best model).
-    """
-    folder = Path(ckpt_dir)
-    if not folder.is_dir():
-        return []
-    exclude = set(exclude)
-    files = [
-        p for p in folder.glob(f"{prefix or ''}*.pt")
-        if p.is_file() and p.name not in exclude and not p.name.startswith(".")
-    ]
-
-    def rank(p: Path) -> tuple[int, int, int]:
-        steps = [int(s) for s in _STEP.findall(p.stem)]
-        return (1 if "final" in p.stem else 0, steps[-1] if steps else -1, p.stat().st_mtime_ns)
-
-    return sorted(files, key=rank, reverse=True)
-
-
-def verify_checkpoint(path: str | os.PathLike, required_keys: Sequence[str] = ("trainer",)) -> str | None:
-    """Why ``path`` is not a usable training checkpoint, or None if it is.
-
-    It must load with ``torch.load(..., weights_only=True)`` (so it is complete and holds no pickled code)
-    and be a mapping with ``required_keys``.
-    """
-    path = Path(path)
-    try:
-        stat = path.stat()
-    except OSError as err:
-        return f"cannot be read: {err}"
-    key = (str(path.resolve()), stat.st_size, stat.st_mtime_ns)
-    if key in _verified:
-        return _verified[key]
-    try:
-        checkpoint = load_weights_only(path)
-    except (ValueError, FileNotFoundError) as err:
-        reason: str | None = str(err)
-    else:
-        missing = [k for k in required_keys if not isinstance(checkpoint, Mapping) or k not in checkpoint]
-        reason = f"{path} has no {missing} entries; not a training checkpoint" if missing else None
-    _verified[key] = reason
-    return reason
-
-
-def latest_checkpoint(
-    ckpt_dir: str | os.PathLike,
-    prefix: str | None = None,
-    exclude: Iterable[str] = EXPORTS,
-    required_keys: Sequence[str] = ("trainer",),
-    set_aside: bool = True,
-) -> str | None:
-    """The newest complete training checkpoint in ``ckpt_dir``, or None.
-
-    Candidates (:func:`checkpoint_candidates`) are tried newest first; each must pass
-    :func:`verify_checkpoint` (loads with ``weights_only=True``, has ``required_keys``). A candidate that
-    fails is logged with the reason and, with ``set_aside``, renamed to ``<name>.rejected`` (kept for
-    inspection, no longer a candidate); the next older one is tried. Leftover temporary files of atomic
-    writes are deleted first.
-
-    Args:
-        ckpt_dir: folder of the run's checkpoints (the bundle's ``ckpt_dir``).
-        prefix: only files whose name starts with it (e.g. ``"seg"``); default every ``*.pt``.
-        exclude: file names that are never resumable checkpoints.
-        required_keys: entries a resumable checkpoint must have.
-        set_aside: rename rejected files (off: leave them, only skip them).
-
-    Returns:
-        the path as a string (what ``CheckpointLoader(load_path=...)`` takes), or None when there is none.
-    """
-    clean_partial_writes(ckpt_dir)
-    for path in checkpoint_candidates(ckpt_dir, prefix, exclude):
-        reason = verify_checkpoint(path, required_keys)
-        if reason is None:
-            return str(path)
-        logger.warning("rejected checkpoint %s: %s", path, reason)
-        if set_aside:
-            try:
-                os.replace(path, path.with_name(path.name + REJECTED_SUFFIX))
-                logger.warning("moved %s aside to %s", path, path.name + REJECTED_SUFFIX)
-            except OSError:  # already moved by another rank
-                pass
-    return None
 
 
 class EpochSeedHandler:
@@ -274,7 +136,7 @@ class MidEpochResumeHandler:
     so the resumed epoch would get the epoch's FIRST batches again. On ``STARTED`` (attach it after the
     ``CheckpointLoader``), this handler makes the first iterator skip the ``i % epoch_length`` batches that
     were already trained on (loading and dropping them, like Ignite's ``DeterministicEngine``); with the epoch
-    re-seeded at ``EPOCH_STARTED`` (:class:`EpochSeedHandler`, or ``OpenUSPretrainer(deterministic_seed=...)``)
+    re-seeded at ``EPOCH_STARTED`` (:class:`EpochSeedHandler`)
     the resumed epoch then repeats the uninterrupted one. Nothing happens at epoch boundaries or fresh starts.
     """
 
