@@ -17,7 +17,7 @@ from openus_monai.bundle import latest_checkpoint, resolve_bundle_root
 from openus_monai.networks import build_encoder, load_openus_checkpoint
 from openus_monai.networks.export import encoder_state_dict
 
-from _helpers import REPO
+from _helpers import REPO, demo_dataset
 
 BUNDLE = REPO / "bundles" / "openus_pretrain"
 CONFIGS = [str(BUNDLE / "configs" / "train.json"), str(BUNDLE / "configs" / "tiny.json")]
@@ -34,7 +34,7 @@ def run_cli(args: list[str], cwd, timeout=900, module=("-m", "monai.bundle")) ->
 
 @pytest.fixture(scope="module")
 def data_dir(tmp_path_factory):
-    return tmp_path_factory.mktemp("pretrain_data") / "demo"
+    return demo_dataset(tmp_path_factory.mktemp("pretrain_data") / "demo", n=16)  # tiny.json's demo_images
 
 
 @pytest.fixture(scope="module")

@@ -20,6 +20,8 @@ import pytest
 import torch
 from PIL import Image
 
+from _helpers import demo_dataset
+
 REPO = Path(__file__).resolve().parents[1]
 BUNDLE = REPO / "bundles" / "openus_seg"
 CONFIGS = BUNDLE / "configs"
@@ -109,9 +111,7 @@ def test_bundle_root_from_bundle_and_repo_root(monkeypatch):
 
 @pytest.fixture(scope="module")
 def demo_dir(tmp_path_factory) -> Path:
-    from openus_monai.data import ensure_demo_data
-
-    return Path(ensure_demo_data(tmp_path_factory.mktemp("seg_demo")))
+    return demo_dataset(tmp_path_factory.mktemp("seg_demo"))
 
 
 def _subsets(dataset_dir: Path, seed: int, ratios=(0.2, 0.4, 1.0)) -> dict[float, list[dict]]:
@@ -263,7 +263,6 @@ def test_bad_mask_stops_training_naming_both_files(tmp_path):
     from openus_monai.data import synthesize_dataset
 
     synthesize_dataset(tmp_path, n=6, size=64)
-    (tmp_path / "synthesis.json").unlink()  # now user data: ensure_demo_data leaves it as it is
     rows = [r for r in csv.DictReader(open(tmp_path / "labels.csv")) if r["split"] == "train"]
     bad = tmp_path / rows[0]["mask"]
     Image.fromarray(np.zeros((64, 50), np.uint8)).save(bad)

@@ -6,7 +6,7 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
-from openus_monai.data import ensure_demo_data, is_image_file, read_datalist_json, read_records, scan_image_folder
+from openus_monai.data import DatasetNotFoundError, ensure_demo_data, is_demo_request, is_image_file, read_datalist_json, read_records, scan_image_folder
 
 __all__ = ["first_n", "inference_datalist", "labeled"]
 
@@ -36,7 +36,7 @@ def inference_datalist(
 ) -> list[dict]:
     """Entries ``{"image": path}`` to segment.
 
-    - ``""`` or None: the demo data set's ``split`` images (generated if needed);
+    - ``""``, None or ``"demo"``: the demo data set's ``split`` images (generated in the cache if needed);
     - a folder holding ``datalist.json`` or ``labels.csv``: its ``split`` images (``"all"``: every listed image);
     - a ``.json`` file: a MONAI datalist, its ``split`` list (``"all"``: every list);
     - any other folder: every image below it (recursive; mask folders and ``*_mask*`` files skipped);
@@ -61,8 +61,8 @@ def inference_datalist(
         if missing:
             raise FileNotFoundError(f"image files not found: {missing[:5]}")
         return [{"image": os.path.abspath(p)} for p in dataset_dir]
-    if dataset_dir is None or str(dataset_dir).strip() == "":
-        dataset_dir = ensure_demo_data("")
+    if is_demo_request(dataset_dir):  # type: ignore[arg-type]
+        dataset_dir = ensure_demo_data(None)
     path = Path(dataset_dir).expanduser()
     if path.is_file():
         if path.suffix.lower() == ".json":
@@ -73,14 +73,14 @@ def inference_datalist(
             return [{"image": str(path.absolute())}]
         raise ValueError(f"{path} is neither an image nor a MONAI datalist (.json)")
     if not path.is_dir():
-        raise FileNotFoundError(f"{path} does not exist")
+        raise DatasetNotFoundError(f"dataset_dir {path.absolute()} does not exist (leave it empty, or 'demo', for the demo data)")
     if (path / "datalist.json").is_file() or (path / "labels.csv").is_file():
         records = read_records(path, "pretraining")  # images only: masks are not needed (nor read) here
         entries = [r for r in records if split == "all" or (r["split"] or "training") == split]
         return _images_of(entries, f"{path} '{split}'")
     entries = scan_image_folder(path)
     if not entries:
-        raise FileNotFoundError(f"no image files below {path}")
+        raise DatasetNotFoundError(f"dataset_dir {path.absolute()} holds no image files to segment (looked for datalist.json, labels.csv or images below it)")
     return entries
 
 

@@ -12,7 +12,7 @@
 
 from .dataset import CheckedCacheDataset
 from .datalist import TASKS, build_datalist, read_records, records_to_entries
-from .demo import default_demo_dir, ensure_demo_data, has_dataset
+from .demo import DatasetNotFoundError, check_dataset_dir, default_demo_dir, ensure_demo_data, has_dataset, is_demo_request
 from .phantom import LESION_CLASSES, render_phantom
 from .readers import (
     IMAGE_EXTENSIONS,
@@ -50,8 +50,11 @@ __all__ = [
     "check_array",
     "check_image",
     "check_pair",
+    "DatasetNotFoundError",
+    "check_dataset_dir",
     "default_demo_dir",
     "ensure_demo_data",
+    "is_demo_request",
     "has_dataset",
     "is_image_file",
     "read_datalist_json",
