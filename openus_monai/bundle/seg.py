@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -9,6 +10,8 @@ from pathlib import Path
 from openus_monai.data import DatasetNotFoundError, ensure_demo_data, is_demo_request, is_image_file, read_datalist_json, read_records, scan_image_folder
 
 __all__ = ["first_n", "inference_datalist", "labeled"]
+
+logger = logging.getLogger(__name__)
 
 
 def labeled(entries: Sequence[dict], split: str = "test", key: str = "label") -> list[dict]:
@@ -28,7 +31,11 @@ def labeled(entries: Sequence[dict], split: str = "test", key: str = "label") ->
 
 def first_n(entries: Sequence[dict], n: int | None = None) -> list[dict]:
     """The first ``n`` entries (all when ``n`` is None or 0): a quick way to shorten a run."""
-    return list(entries) if not n else list(entries)[: int(n)]
+    entries = list(entries)
+    if n and int(n) < len(entries):
+        logger.info("keeping the first %d of %d training images (max_train_images=%d)", int(n), len(entries), int(n))
+        return entries[: int(n)]
+    return entries
 
 
 def inference_datalist(
