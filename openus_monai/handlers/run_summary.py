@@ -139,6 +139,7 @@ class RunSummaryHandler:
         """One line per output: checkpoints, TensorBoard, MLflow, and ``outputs``."""
         lines: list[str] = []
         seen: set[str] = set()
+        checkpoints: dict[str, list[str]] = {}  # folder -> files, over every saver writing there
 
         def add(line: str) -> None:
             if line not in seen:
@@ -149,12 +150,13 @@ class RunSummaryHandler:
             for handler in _attached(eng):
                 kind = type(handler).__name__
                 if kind == "CheckpointSaver":
-                    files = _checkpoint_files(handler)
-                    add(f"  checkpoints: {handler.save_dir}" + (f" ({', '.join(files)})" if files else ""))
+                    checkpoints.setdefault(str(handler.save_dir), []).extend(_checkpoint_files(handler))
                 elif hasattr(handler, "_writer") and hasattr(handler._writer, "log_dir"):
                     add(f"  TensorBoard: {handler._writer.log_dir}  (tensorboard --logdir {handler._writer.log_dir})")
                 elif kind == "MLFlowHandler":
                     add(f"  MLflow: {_mlflow_location(handler)}")
+        for folder, files in checkpoints.items():
+            add(f"  checkpoints: {folder}" + (f" ({', '.join(sorted(set(files)))})" if files else ""))
         for label, path in self.outputs.items():
             add(f"  {label}: {_describe_output(Path(path), since)}")
         return lines
@@ -199,12 +201,14 @@ def _process_start() -> float:
 
 
 def _checkpoint_files(saver: Any) -> list[str]:
+    """The files a MONAI ``CheckpointSaver`` wrote last (a fixed ``*_filename`` replaces Ignite's name)."""
     names = []
     for attr in ("_key_metric_checkpoint", "_interval_checkpoint", "_final_checkpoint"):
         checkpoint = getattr(saver, attr, None)
         last = getattr(checkpoint, "last_checkpoint", None) if checkpoint is not None else None
         if last:
-            names.append(os.path.basename(str(last)))
+            fixed = getattr(getattr(checkpoint, "save_handler", None), "filename", None)
+            names.append(os.path.basename(str(fixed or last)))
     return names
 
 
