@@ -99,7 +99,7 @@ def format_config_error(exc: BaseException) -> str | None:
     module = type(original).__module__
     if module not in ("builtins", "__main__"):
         name = f"{module}.{name}"
-    lines = ["Traceback of the error (most recent call last):", stack.rstrip("\n")]
+    lines = ["Traceback of the error (most recent call last):", stack.rstrip("\n")] if stack else []
     lines += ["raised while evaluating the bundle config:"] + [f"  {i}" for i in items]
     hint = _hint(str(original))
     if hint:
