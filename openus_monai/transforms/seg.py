@@ -22,6 +22,7 @@ from monai.data import ITKReader, MetaTensor, NibabelReader, PILReader
 from monai.transforms import MapTransform, SaveImage, SaveImaged
 
 from openus_monai.data.validation import DEFAULT_MAX_PIXELS, DEFAULT_MIN_SIZE, InvalidImageError, check_array, check_image
+from openus_monai.transforms.palette import is_label_map_png, write_palette_png
 
 __all__ = [
     "CheckSegPaird",
@@ -58,10 +59,12 @@ def pil_pixel_mode(img: Any) -> Any:
     """A PIL image in a mode whose pixel array is the picture (``PILReader(converter=...)``).
 
     Palette images (``P``, ``PA``) become RGB(A) through their palette (their raw array holds palette
-    indices, not intensities), 1-bit images 8-bit gray, and CMYK/YCbCr/LAB/HSV images RGB. Gray (8 and
+    indices, not intensities), except label maps written by :class:`SaveSegMaskd` (class indices), 1-bit images 8-bit gray, and CMYK/YCbCr/LAB/HSV images RGB. Gray (8 and
     16 bit: full precision kept), RGB and RGBA images are returned as they are.
     """
     mode = img.mode
+    if is_label_map_png(img):  # a label map written by SaveSegMaskd: its palette indices are the classes
+        return img
     if mode in ("P", "PA"):
         return img.convert("RGBA" if mode == "PA" or "transparency" in img.info else "RGB")
     if mode == "1":
@@ -307,6 +310,9 @@ class SaveSegMaskd(SaveImaged):
     BMP, TIFF, DICOM...), NIfTI (``.nii.gz``, with the input's affine) for NIfTI input. Optionally also an
     overlay PNG (``NAME_overlay.png``: the image with the mask tinted red).
 
+    PNG masks are palette PNGs (:func:`~openus_monai.transforms.palette.write_palette_png`): the pixel values
+    are the class indices (0, 1, ...), shown in colour (background black, lesion red) by any viewer.
+
     A :class:`~monai.transforms.SaveImaged` subclass, so MONAI Label's bundle tasks drop it from the
     postprocessing (they return the label map themselves). Expects the label map at the input's original
     size (``Invertd`` first), as ``[H, W]`` or ``[1, H, W]`` class indices; 2D arrays are ``[H, W]`` as in
@@ -320,6 +326,7 @@ class SaveSegMaskd(SaveImaged):
         data_root_dir: keep input sub-folders below this folder (avoids name clashes), as in ``SaveImaged``.
         overlay: also write ``NAME_overlay.png`` (2D image inputs).
         print_log: log every file written.
+        palette: write PNG masks as palette PNGs (False: plain 8-bit gray class indices).
     """
 
     def __init__(
@@ -332,6 +339,7 @@ class SaveSegMaskd(SaveImaged):
         overlay: bool = False,
         print_log: bool = False,
         allow_missing_keys: bool = False,
+        palette: bool = True,
     ) -> None:
         common = dict(output_postfix=output_postfix, resample=False, output_dtype=np.uint8, separate_folder=False,
                       data_root_dir=data_root_dir, print_log=print_log)
@@ -340,6 +348,7 @@ class SaveSegMaskd(SaveImaged):
         self.saver.set_options(write_kwargs={"reverse_indexing": False})
         self.nifti_saver = SaveImage(output_dir=str(output_dir), output_ext=".nii.gz", writer="NibabelWriter", **common)
         self.image_key, self.overlay, self.output_dir = image_key, overlay, Path(output_dir)
+        self.palette = palette
 
     def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
         d = dict(data)
@@ -362,15 +371,19 @@ class SaveSegMaskd(SaveImaged):
                 # a 2D file: the written shape is the label map's (a DICOM's metadata may describe one 3D slice)
                 meta["spatial_shape"] = np.asarray(labels.shape[1:])
                 self.saver(labels, meta_data=meta)
+                if self.palette:  # MONAI's PILWriter writes gray; the same indices again, with colours
+                    write_palette_png(labels[0].numpy(), self._mask_path(meta))
                 if self.overlay:
                     self._write_overlay(src, labels[0].numpy(), meta)
         return d
 
+    def _mask_path(self, meta: Mapping) -> str:
+        return str(self.saver.folder_layout.filename(**self.saver.fname_formatter(dict(meta), self.saver)))
+
     def _write_overlay(self, src: str, labels: np.ndarray, meta: Mapping) -> None:
         from PIL import Image
 
-        mask_path = str(self.saver.folder_layout.filename(**self.saver.fname_formatter(dict(meta), self.saver)))
-        path = Path(mask_path[: -len(".png")] + "_overlay.png")
+        path = Path(self._mask_path(meta)[: -len(".png")] + "_overlay.png")
         try:
             with Image.open(src) as im:
                 gray = np.asarray(im.convert("L"), dtype=np.float32)
