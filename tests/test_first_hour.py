@@ -6,6 +6,7 @@ import logging
 import os
 import warnings
 
+import numpy as np
 import pytest
 import torch
 from ignite.engine import Engine, Events
@@ -109,3 +110,20 @@ def test_hd95_empty_reference_is_nan_without_warnings():
     expected = HausdorffDistanceMetric(percentile=95)(pred[:1], ref[:1]).flatten()
     assert torch.allclose(out[:1], expected) and out[0] > 0
     assert torch.isnan(out[1]) and torch.isinf(out[2]) and torch.isnan(out[3])
+
+
+def test_pretraining_picture_written_as_labelled_png(tmp_path):
+    from PIL import Image
+
+    from openus_monai.handlers.picture_png import OPENUS_PANEL_TITLES, save_panels_png
+
+    panels = {name: torch.rand(1, 32, 32) for name in OPENUS_PANEL_TITLES}
+    path = save_panels_png(panels, tmp_path / "pictures" / "masking_epoch0001.png", title="epoch 1")
+    with Image.open(path) as im:
+        array = np.asarray(im.convert("RGB"))
+    # six panels enlarged to 128 px, gaps between them, two title strips above
+    assert array.shape == (128 + 36, 6 * 128 + 5 * 4, 3)
+    assert array[:18].max() > 200 and array[18:36].max() > 200, "no title text drawn"
+    with pytest.raises(ValueError, match="panel"):
+        save_panels_png({"bad": torch.rand(2, 2, 2, 2)}, tmp_path / "x.png")
+    assert not (tmp_path / "x.png").exists()
