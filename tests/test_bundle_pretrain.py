@@ -17,7 +17,7 @@ from openus_monai.bundle import latest_checkpoint, resolve_bundle_root
 from openus_monai.networks import build_encoder, load_openus_checkpoint
 from openus_monai.networks.export import encoder_state_dict
 
-from _helpers import REPO, demo_dataset
+from _helpers import REPO, demo_dataset, scratch_outputs
 
 BUNDLE = REPO / "bundles" / "openus_pretrain"
 CONFIGS = [str(BUNDLE / "configs" / "train.json"), str(BUNDLE / "configs" / "tiny.json")]
@@ -51,7 +51,7 @@ def full_run(tmp_path_factory, data_dir):
 def parsed(overrides: dict) -> ConfigParser:
     parser = ConfigParser()
     parser.read_config(CONFIGS)
-    for key, value in overrides.items():
+    for key, value in scratch_outputs(overrides).items():
         parser[key] = value
     parser.parse()
     return parser

@@ -20,7 +20,7 @@ import pytest
 import torch
 from PIL import Image
 
-from _helpers import demo_dataset
+from _helpers import demo_dataset, scratch_outputs
 
 REPO = Path(__file__).resolve().parents[1]
 BUNDLE = REPO / "bundles" / "openus_seg"
@@ -53,7 +53,7 @@ def _parser(files: list[str], **overrides):
 
     parser = ConfigParser()
     parser.read_config([str(CONFIGS / f) for f in files])
-    for k, v in overrides.items():
+    for k, v in scratch_outputs(overrides).items():
         parser[k] = v
     return parser
 
@@ -191,7 +191,7 @@ def _workflow(files: list[str], **overrides):
     from monai.bundle import ConfigWorkflow
 
     workflow = ConfigWorkflow(config_file=[str(CONFIGS / f) for f in files], meta_file=str(CONFIGS / "metadata.json"),
-                              workflow_type="train", **overrides)
+                              workflow_type="train", **scratch_outputs(overrides))
     workflow.initialize()
     workflow.run()
     workflow.finalize()
