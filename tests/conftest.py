@@ -34,7 +34,9 @@ def _checkout_state() -> set[str] | None:
         return None
     if out.returncode != 0:
         return None  # not a git checkout (an sdist): nothing to compare
-    return {line for line in out.stdout.splitlines() if not any(c in line for c in _CACHES)}
+    # files created ("??" untracked, "!!" ignored); edits to tracked files are left out, since a developer may
+    # be editing while the tests run
+    return {line for line in out.stdout.splitlines() if line[:2] in ("??", "!!") and not any(c in line for c in _CACHES)}
 
 
 def pytest_sessionstart(session):
