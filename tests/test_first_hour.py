@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import warnings
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -127,3 +128,17 @@ def test_pretraining_picture_written_as_labelled_png(tmp_path):
     with pytest.raises(ValueError, match="panel"):
         save_panels_png({"bad": torch.rand(2, 2, 2, 2)}, tmp_path / "x.png")
     assert not (tmp_path / "x.png").exists()
+
+
+def test_top_level_help_lists_every_command_as_the_readme_spells_it():
+    import re
+
+    from openus_monai.__main__ import OpenUSCLI, command_overview
+
+    text = command_overview()
+    commands = [n for n, v in vars(OpenUSCLI).items() if callable(v) and not n.startswith("_")]
+    for name in commands:
+        assert re.search(rf"^  {re.escape(name.replace('_', '-'))}\s+\S", text, re.M), name
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    used = set(re.findall(r"python -m openus_monai ([a-z_-]+)", readme))
+    assert not {u for u in used if "_" in u}, f"README spells commands with underscores: {used}"
