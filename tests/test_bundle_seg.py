@@ -48,12 +48,12 @@ def _check(proc: subprocess.CompletedProcess | subprocess.Popen, out: str) -> No
     assert proc.returncode == 0, f"bundle run failed:\n{out[-4000:]}"
 
 
-def _parser(files: list[str], **overrides):
+def _parser(files: list[str], scratch: bool = True, **overrides):
     from monai.bundle import ConfigParser
 
     parser = ConfigParser()
     parser.read_config([str(CONFIGS / f) for f in files])
-    for k, v in scratch_outputs(overrides).items():
+    for k, v in (scratch_outputs(overrides) if scratch else overrides).items():  # scratch: outputs in a temp folder
         parser[k] = v
     return parser
 
@@ -105,8 +105,8 @@ def test_metadata_ids_and_license():
 def test_bundle_root_from_bundle_and_repo_root(monkeypatch):
     for cwd in (REPO, BUNDLE):
         monkeypatch.chdir(cwd)
-        assert Path(_parser(["train.json"]).get_parsed_content("bundle_root")) == BUNDLE
-        assert Path(_parser(["inference.json"]).get_parsed_content("ckpt_dir")) == BUNDLE / "models"
+        assert Path(_parser(["train.json"], scratch=False).get_parsed_content("bundle_root")) == BUNDLE
+        assert Path(_parser(["inference.json"], scratch=False).get_parsed_content("ckpt_dir")) == BUNDLE / "models"
 
 
 @pytest.fixture(scope="module")

@@ -142,3 +142,19 @@ def test_top_level_help_lists_every_command_as_the_readme_spells_it():
     readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
     used = set(re.findall(r"python -m openus_monai ([a-z_-]+)", readme))
     assert not {u for u in used if "_" in u}, f"README spells commands with underscores: {used}"
+
+
+def test_run_summary_logs_checkpoint_paths(tmp_path, caplog):
+    from monai.handlers import CheckpointSaver
+
+    net = torch.nn.Linear(2, 1)
+    engine = _engine([{"image": "a.png"}] * 2, tmp_path)
+    RunSummaryHandler("train").attach(engine)
+    CheckpointSaver(str(tmp_path / "models"), {"net": net}, file_prefix="t", epoch_level=True, save_interval=1).attach(engine)
+    with caplog.at_level(logging.INFO, logger="openus_monai.summary"):
+        engine.run(engine.data_loader, max_epochs=2)
+    written = sorted(p.name for p in (tmp_path / "models").iterdir())
+    assert len(written) == 2
+    for epoch, name in enumerate(written, start=1):
+        assert f"checkpoint written: {tmp_path / 'models' / name} (epoch {epoch})" in caplog.text
+    assert f"checkpoints: {tmp_path / 'models'} ({written[-1]})" in caplog.text

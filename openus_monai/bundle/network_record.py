@@ -64,7 +64,7 @@ class NetworkRecord:
 
     def build(self) -> torch.nn.Module:
         """A new network as recorded."""
-        return instantiate(self.target, **self.args)
+        return instantiate(self.target, "default", **self.args)
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, NetworkRecord) and self.state_dict() == other.state_dict()

@@ -112,6 +112,7 @@ class RunSummaryHandler:
         self.splits = tuple(splits)
         self.created = _process_start()  # config parsing and data caching count too
         self.started: float | None = None
+        self._saved: dict[str, float] = {}  # checkpoint path -> modification time last logged
 
     def attach(self, engine: Engine) -> None:
         """Log at ``STARTED`` and ``COMPLETED`` of ``engine``."""
@@ -161,8 +162,24 @@ class RunSummaryHandler:
             add(f"  {label}: {_describe_output(Path(path), since)}")
         return lines
 
+    def _savers(self, engine: Engine) -> list[Any]:
+        return [h for _, eng in self._engines(engine) for h in _attached(eng) if type(h).__name__ == "CheckpointSaver"]
+
+    def log_new_checkpoints(self, engine: Engine) -> None:
+        """Log the full path of every checkpoint file written since the last call."""
+        for saver in self._savers(engine):
+            for name in _checkpoint_files(saver):
+                path = os.path.join(str(saver.save_dir), name)
+                mtime = os.path.getmtime(path) if os.path.isfile(path) else None
+                if mtime is not None and self._saved.get(path) != mtime:  # new, or rewritten (model.pt)
+                    self._saved[path] = mtime
+                    logger.info("checkpoint written: %s (epoch %d)", path, engine.state.epoch)
+
     def on_started(self, engine: Engine) -> None:
         """Log the data read and where the outputs go."""
+        if self.started is None and self._savers(engine):
+            # attached now, after every saver (they attach before the run starts), so it runs after them
+            engine.add_event_handler(Events.EPOCH_COMPLETED, self.log_new_checkpoints)
         self.started = time.time()
         lines = self.read_lines(engine)
         if lines:
