@@ -1,5 +1,6 @@
 """Ignite handlers of OpenUS pretraining."""
 
+from .attach_metrics import MetricsAttacher
 from .epoch_metrics import EpochAverageHandler
 from .export import BackboneExportHandler
 from .masking import STRATEGIES, LossMemory, SelfAdaptiveMaskingHandler
@@ -15,6 +16,7 @@ __all__ = [
     "BackboneExportHandler",
     "EpochAverageHandler",
     "MaskingPictureHandler",
+    "MetricsAttacher",
     "LossMemory",
     "MLflowExtrasHandler",
     "RunSummaryHandler",
