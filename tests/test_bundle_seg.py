@@ -165,7 +165,9 @@ def test_train_evaluate_infer_through_monai_bundle(demo_dir, tmp_path):
         _check(proc, proc.communicate()[0])
 
     # training: the best model, two epochs with validation, TensorBoard logs
-    state = torch.load(out / "models" / "model.pt", map_location="cpu", weights_only=True)
+    saved = torch.load(out / "models" / "model.pt", map_location="cpu", weights_only=True)
+    assert saved["network_config"]["args"]["encoder"] == {"depths": [1, 1, 1, 1], "dims": 16}  # tiny.json's
+    state = saved["model"]
     assert any(k.startswith("decoder.") for k in state) and any(k.startswith("encoder.") for k in state)
     assert "Epoch[2] Complete" in train_log and "val_mean_dice" in train_log
     assert list((out / "train").glob("events.out.tfevents.*")), "no TensorBoard log"

@@ -24,7 +24,7 @@ import torch
 from _helpers import REPO
 
 SIZE = 64  # configs/tiny.json's image_size: the size the inference pipeline feeds the network
-KEY_IN_CKPT = {"openus_seg": "", "openus_cls": "model"}  # seg saves a plain state dict, cls {"model", "class_names"}
+KEY_IN_CKPT = {"openus_seg": "model", "openus_cls": "model"}  # {"model", "network_config"(, "class_names")}
 CLASSES = ["benign", "malignant", "normal"]
 
 LOADER = textwrap.dedent(

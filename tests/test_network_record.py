@@ -59,3 +59,24 @@ def test_tiny_classifier_evaluates_and_infers_without_tiny_json(tmp_path):
     assert metrics["n_images"] > 0
     _run(["inference.json"], output_dir=str(tmp_path / "infer"), **common)
     assert any((tmp_path / "infer").iterdir())
+
+
+def test_tiny_segmenter_evaluates_and_infers_without_tiny_json(tmp_path):
+    seg = REPO / "bundles" / "openus_seg" / "configs"
+
+    def run(files, **overrides):
+        workflow = ConfigWorkflow(config_file=[str(seg / f) for f in files], meta_file=str(seg / "metadata.json"),
+                                  logging_file=False, workflow_type="train", **overrides)
+        workflow.initialize()
+        workflow.run()
+        workflow.finalize()
+
+    data = demo_dataset(tmp_path / "data", n=12, size=64)
+    models = tmp_path / "models"
+    run(["train.json", "tiny.json"], dataset_dir=str(data), ckpt_dir=str(models), output_dir=str(tmp_path / "train"),
+        max_epochs=1)
+    common = {"dataset_dir": str(data), "ckpt_dir": str(models), "num_workers": 0, "image_size": [64, 64], "num_threads": 1}
+    run(["train.json", "evaluate.json"], output_dir=str(tmp_path / "eval"), **common)
+    assert json.loads((tmp_path / "eval" / "metrics.json").read_text())["n_images"] > 0
+    run(["inference.json"], output_dir=str(tmp_path / "infer"), **common)
+    assert len(list((tmp_path / "infer").glob("*.png"))) > 0
