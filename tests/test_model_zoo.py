@@ -189,7 +189,7 @@ def test_train_then_infer_workflows(bundle, dataset_dir, tmp_path):
                          max_epochs=1, **common)
     assert train.trainer.state.epoch == 1
     checkpoint = torch.load(models / "model.pt", weights_only=True)
-    state = checkpoint["model"] if bundle == "openus_cls" else checkpoint
+    state = checkpoint["model"]  # both bundles: {"model", "network_config"(, "class_names")}
 
     out = tmp_path / "infer"
     infer = zoo_workflow(bundle, ["inference.json", "tiny.json"], "infer", output_dir=str(out), **common)
