@@ -65,7 +65,7 @@ def build_network(bundle: str, ckpt_dir: Path) -> torch.nn.Module:
             p.add_(0.01 * torch.randn_like(p))
     state = net.state_dict()
     ckpt_dir.mkdir(parents=True)
-    torch.save({"model": state, "class_names": CLASSES} if bundle == "openus_cls" else state, ckpt_dir / "model.pt")
+    torch.save({"model": state, "class_names": CLASSES} if bundle == "openus_cls" else {"model": state}, ckpt_dir / "model.pt")
     return net.eval()
 
 
