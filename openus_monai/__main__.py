@@ -89,7 +89,7 @@ class OpenUSCLI:
         output_dir: str = "runs/label_efficiency",
         ratios: float | tuple = (0.2, 0.4, 0.6, 0.8, 1.0),
         seeds: int | tuple = (0, 1, 2),
-        pretrained: str | tuple | dict | None = None,
+        pretrained: str | tuple | dict = "",  # kept short: fire's help cuts long type names
         config_file: str | tuple | None = None,
         overrides: dict | None = None,
         metrics: str | tuple | None = None,
@@ -106,7 +106,7 @@ class OpenUSCLI:
             output_dir: study folder.
             ratios: label ratios, e.g. "[0.2,0.6,1.0]".
             seeds: seeds, e.g. "[0,1,2]".
-            pretrained: encoder inits: a checkpoint, a list, or "{'openus': 'enc.pt', 'random': ''}"; "" = random.
+            pretrained: encoder inits: a checkpoint, a list, or "{'openus': 'enc.pt', 'random': ''}"; "" (default) = random.
             config_file: extra config(s) merged after train.json, e.g. configs/tiny.json.
             overrides: bundle overrides for every run, e.g. "{'max_epochs': 50, 'dataset_dir': '/data/busi'}".
             metrics: metric keys to plot (default: all numbers in metrics.json but n_*).
@@ -132,6 +132,26 @@ class OpenUSCLI:
             metrics=as_list(metrics), resume=resume, in_process=in_process,
         )
         return {k: result[k] for k in ("csv", "summary_csv", "plot", "summary")}
+
+
+def command_overview(cli: type = OpenUSCLI) -> str:
+    """The top-level help: every command (spelled with hyphens, as the README does) with its first doc line."""
+    names = [n for n, v in vars(cli).items() if callable(v) and not n.startswith("_")]
+    width = max(len(n) for n in names) + 2
+    lines = [
+        "OpenUS-MONAI commands.",
+        "",
+        "Usage: python -m openus_monai COMMAND [--ARG VALUE ...]   (COMMAND --help: its arguments)",
+        "",
+        "Commands:",
+    ]
+    for name in names:
+        summary = (getattr(cli, name).__doc__ or "").strip().splitlines()[0] if getattr(cli, name).__doc__ else ""
+        lines.append(f"  {name.replace('_', '-'):<{width}}{summary}")
+    return "\n".join(lines)
+
+
+OpenUSCLI.__doc__ = command_overview()  # fire shows the class docstring as the top-level --help
 
 
 def main() -> None:

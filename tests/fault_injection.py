@@ -115,10 +115,10 @@ def environment(extra: dict[str, str] | None = None) -> dict[str, str]:
 
 def prepare_data(bundle: str, root: Path) -> Path:
     """Generate the demo data set once, before any run (so no run is killed while generating it)."""
-    from openus_monai.data import ensure_demo_data
+    from openus_monai.data import synthesize_dataset
 
     data = root / f"data_{bundle_dir(bundle).name}"
-    ensure_demo_data(data, n=BUNDLES[bundle]["demo"], seed=0)
+    synthesize_dataset(data, n=BUNDLES[bundle]["demo"], seed=0)  # the bundles never write into a named folder
     return data
 
 

@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from _helpers import scratch_outputs
 from fault_corpus import write_fault_corpus
 from monai.transforms import Compose, LoadImaged
 
@@ -195,7 +196,7 @@ def _workflow(bundle: str, files: list[str], **overrides):
 
     configs = BUNDLES / bundle / "configs"
     workflow = ConfigWorkflow(config_file=[str(configs / f) for f in files], meta_file=str(configs / "metadata.json"),
-                              logging_file=False, workflow_type="train", **overrides)
+                              logging_file=False, workflow_type="train", **scratch_outputs(overrides))
     workflow.initialize()
     workflow.run()
     workflow.finalize()

@@ -17,7 +17,7 @@ from openus_monai.bundle import latest_checkpoint, resolve_bundle_root
 from openus_monai.networks import build_encoder, load_openus_checkpoint
 from openus_monai.networks.export import encoder_state_dict
 
-from _helpers import REPO
+from _helpers import REPO, demo_dataset, scratch_outputs
 
 BUNDLE = REPO / "bundles" / "openus_pretrain"
 CONFIGS = [str(BUNDLE / "configs" / "train.json"), str(BUNDLE / "configs" / "tiny.json")]
@@ -34,7 +34,7 @@ def run_cli(args: list[str], cwd, timeout=900, module=("-m", "monai.bundle")) ->
 
 @pytest.fixture(scope="module")
 def data_dir(tmp_path_factory):
-    return tmp_path_factory.mktemp("pretrain_data") / "demo"
+    return demo_dataset(tmp_path_factory.mktemp("pretrain_data") / "demo", n=16)  # tiny.json's demo_images
 
 
 @pytest.fixture(scope="module")
@@ -51,7 +51,7 @@ def full_run(tmp_path_factory, data_dir):
 def parsed(overrides: dict) -> ConfigParser:
     parser = ConfigParser()
     parser.read_config(CONFIGS)
-    for key, value in overrides.items():
+    for key, value in scratch_outputs(overrides).items():
         parser[key] = value
     parser.parse()
     return parser
@@ -81,6 +81,8 @@ def test_run_writes_checkpoints_and_loadable_backbone(full_run):
     for name, value in encoder.state_dict().items():
         assert torch.equal(value, teacher[name]), name
     assert (out / "eval").is_dir() and any((out / "eval").iterdir())  # TensorBoard events
+    pictures = sorted((out / "eval" / "pictures").glob("masking_epoch*.png"))  # one labelled picture per epoch
+    assert [p.name for p in pictures] == [f"masking_epoch{e:04d}.png" for e in range(1, 9)]
 
 
 def test_export_backbone_cli(full_run, tmp_path):

@@ -20,6 +20,8 @@ import pytest
 import torch
 from PIL import Image
 
+from _helpers import demo_dataset, scratch_outputs
+
 REPO = Path(__file__).resolve().parents[1]
 BUNDLE = REPO / "bundles" / "openus_seg"
 CONFIGS = BUNDLE / "configs"
@@ -46,12 +48,12 @@ def _check(proc: subprocess.CompletedProcess | subprocess.Popen, out: str) -> No
     assert proc.returncode == 0, f"bundle run failed:\n{out[-4000:]}"
 
 
-def _parser(files: list[str], **overrides):
+def _parser(files: list[str], scratch: bool = True, **overrides):
     from monai.bundle import ConfigParser
 
     parser = ConfigParser()
     parser.read_config([str(CONFIGS / f) for f in files])
-    for k, v in overrides.items():
+    for k, v in (scratch_outputs(overrides) if scratch else overrides).items():  # scratch: outputs in a temp folder
         parser[k] = v
     return parser
 
@@ -103,15 +105,13 @@ def test_metadata_ids_and_license():
 def test_bundle_root_from_bundle_and_repo_root(monkeypatch):
     for cwd in (REPO, BUNDLE):
         monkeypatch.chdir(cwd)
-        assert Path(_parser(["train.json"]).get_parsed_content("bundle_root")) == BUNDLE
-        assert Path(_parser(["inference.json"]).get_parsed_content("ckpt_dir")) == BUNDLE / "models"
+        assert Path(_parser(["train.json"], scratch=False).get_parsed_content("bundle_root")) == BUNDLE
+        assert Path(_parser(["inference.json"], scratch=False).get_parsed_content("ckpt_dir")) == BUNDLE / "models"
 
 
 @pytest.fixture(scope="module")
 def demo_dir(tmp_path_factory) -> Path:
-    from openus_monai.data import ensure_demo_data
-
-    return Path(ensure_demo_data(tmp_path_factory.mktemp("seg_demo")))
+    return demo_dataset(tmp_path_factory.mktemp("seg_demo"))
 
 
 def _subsets(dataset_dir: Path, seed: int, ratios=(0.2, 0.4, 1.0)) -> dict[float, list[dict]]:
@@ -165,7 +165,9 @@ def test_train_evaluate_infer_through_monai_bundle(demo_dir, tmp_path):
         _check(proc, proc.communicate()[0])
 
     # training: the best model, two epochs with validation, TensorBoard logs
-    state = torch.load(out / "models" / "model.pt", map_location="cpu", weights_only=True)
+    saved = torch.load(out / "models" / "model.pt", map_location="cpu", weights_only=True)
+    assert saved["network_config"]["args"]["encoder"] == {"depths": [1, 1, 1, 1], "dims": 16}  # tiny.json's
+    state = saved["model"]
     assert any(k.startswith("decoder.") for k in state) and any(k.startswith("encoder.") for k in state)
     assert "Epoch[2] Complete" in train_log and "val_mean_dice" in train_log
     assert list((out / "train").glob("events.out.tfevents.*")), "no TensorBoard log"
@@ -191,7 +193,7 @@ def _workflow(files: list[str], **overrides):
     from monai.bundle import ConfigWorkflow
 
     workflow = ConfigWorkflow(config_file=[str(CONFIGS / f) for f in files], meta_file=str(CONFIGS / "metadata.json"),
-                              workflow_type="train", **overrides)
+                              workflow_type="train", **scratch_outputs(overrides))
     workflow.initialize()
     workflow.run()
     workflow.finalize()
@@ -263,7 +265,6 @@ def test_bad_mask_stops_training_naming_both_files(tmp_path):
     from openus_monai.data import synthesize_dataset
 
     synthesize_dataset(tmp_path, n=6, size=64)
-    (tmp_path / "synthesis.json").unlink()  # now user data: ensure_demo_data leaves it as it is
     rows = [r for r in csv.DictReader(open(tmp_path / "labels.csv")) if r["split"] == "train"]
     bad = tmp_path / rows[0]["mask"]
     Image.fromarray(np.zeros((64, 50), np.uint8)).save(bad)

@@ -14,6 +14,7 @@ from PIL import Image
 
 from openus_monai.data import (
     assign_splits,
+    DatasetNotFoundError,
     build_datalist,
     ensure_demo_data,
     has_dataset,
@@ -253,7 +254,7 @@ def test_no_recognised_source_says_what_was_looked_for(tmp_path):
         with pytest.raises(FileNotFoundError) as err:
             build_datalist(tmp_path, task)
         msg = str(err.value)
-        assert "datalist.json" in msg and "labels.csv" in msg and "ensure_demo_data" in msg
+        assert "datalist.json" in msg and "labels.csv" in msg and "demo data" in msg
 
 
 def test_missing_image_in_csv_names_file_line_and_path(tmp_path):
@@ -321,9 +322,17 @@ def test_ensure_demo_data(tmp_path, monkeypatch):
     for task in ("pretraining", "segmentation", "classification"):
         dl = build_datalist(path, task)
         assert sum(len(dl[s]) for s in ("training", "validation", "test")) == 6
-    empty = tmp_path / "empty"
+    assert ensure_demo_data("demo", n=6, seed=0, size=64) == path  # asked for by name
+    empty, texts = tmp_path / "empty", tmp_path / "texts"
     empty.mkdir()
-    assert ensure_demo_data(empty, n=3, size=64) == str(empty) and (empty / "labels.csv").is_file()
+    texts.mkdir()
+    (texts / "notes.txt").write_text("not images")
+    for folder, why in ((tmp_path / "missing", "does not exist"), (empty, "holds no data set"), (texts, "holds no data set")):
+        with pytest.raises(DatasetNotFoundError, match=why) as err:
+            ensure_demo_data(folder, n=3, size=64)
+        assert str(folder) in str(err.value)
+    assert not (tmp_path / "missing").exists() and not list(empty.iterdir())
+    assert [p.name for p in texts.iterdir()] == ["notes.txt"]  # nothing written beside the user's file
     user = tmp_path / "user"
     _make_csv_dataset(user)
     before = sorted(p.name for p in user.iterdir())

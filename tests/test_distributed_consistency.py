@@ -30,7 +30,7 @@ from ignite.engine import Events
 
 from test_bundle_pretrain import BUNDLE, CONFIGS, parsed, run_cli
 
-from _helpers import REPO
+from _helpers import REPO, demo_dataset
 
 IMAGES, PER_RANK, EPOCHS = 8, 2, 2  # 2 steps per epoch, 4 steps (one of them skipped)
 STEPS = IMAGES // (2 * PER_RANK) * EPOCHS
@@ -81,8 +81,8 @@ def _assert_identical(a: dict, b: dict, what: str) -> float:
 
 
 def test_two_ranks_agree_with_each_other_and_with_one_process(tmp_path):
-    data = tmp_path / "demo"
-    # one process, global batch 2 x PER_RANK, the 2-replica sampler's permutation (also generates the demo data)
+    data = demo_dataset(tmp_path / "demo", n=16)  # tiny.json's demo_images
+    # one process, global batch 2 x PER_RANK, the 2-replica sampler's permutation
     single = parsed(
         {"ckpt_dir": str(tmp_path / "single_models"), "output_dir": str(tmp_path / "single_eval"), "dataset_dir": str(data)}
         | DETERMINISTIC_DATA

@@ -24,7 +24,7 @@ import torch
 from _helpers import REPO
 
 SIZE = 64  # configs/tiny.json's image_size: the size the inference pipeline feeds the network
-KEY_IN_CKPT = {"openus_seg": "", "openus_cls": "model"}  # seg saves a plain state dict, cls {"model", "class_names"}
+KEY_IN_CKPT = {"openus_seg": "model", "openus_cls": "model"}  # {"model", "network_config"(, "class_names")}
 CLASSES = ["benign", "malignant", "normal"]
 
 LOADER = textwrap.dedent(
@@ -65,7 +65,7 @@ def build_network(bundle: str, ckpt_dir: Path) -> torch.nn.Module:
             p.add_(0.01 * torch.randn_like(p))
     state = net.state_dict()
     ckpt_dir.mkdir(parents=True)
-    torch.save({"model": state, "class_names": CLASSES} if bundle == "openus_cls" else state, ckpt_dir / "model.pt")
+    torch.save({"model": state, "class_names": CLASSES} if bundle == "openus_cls" else {"model": state}, ckpt_dir / "model.pt")
     return net.eval()
 
 

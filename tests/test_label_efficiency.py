@@ -14,6 +14,8 @@ import pytest
 
 from openus_monai.studies.label_efficiency import bundle_command, normalize_pretrained, run_label_efficiency, summarize_runs
 
+from _helpers import demo_dataset
+
 REPO = Path(__file__).resolve().parents[1]
 SEG = REPO / "bundles" / "openus_seg"
 
@@ -108,9 +110,8 @@ def test_cli_command_registered():
 def test_real_segmentation_study_in_process(tmp_path):
     """Two ratios of the real bundle (tiny, 1 epoch, 32 px): metrics.json per run, Dice in the table."""
     from openus_monai.__main__ import OpenUSCLI
-    from openus_monai.data import ensure_demo_data
 
-    data = ensure_demo_data(tmp_path / "demo", n=24, size=64)
+    data = str(demo_dataset(tmp_path / "demo", n=24, size=64))
     result = OpenUSCLI().label_efficiency(
         bundle=str(SEG), output_dir=str(tmp_path / "study"), ratios=(0.5, 1.0), seeds=0, pretrained="",
         config_file="configs/tiny.json", in_process=True, metrics=("dice", "iou"),

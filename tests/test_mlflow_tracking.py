@@ -23,7 +23,7 @@ from urllib.parse import unquote, urlparse
 import pytest
 import torch
 
-from _helpers import REPO
+from _helpers import REPO, demo_dataset
 
 TIMEOUT = 900  # seconds per bundle run; generous, the machine may be shared
 
@@ -83,9 +83,7 @@ def bundle_env() -> dict[str, str]:
 
 def demo_data(folder: Path, n: int) -> Path:
     """The synthetic demo data set, written once before the bundles (or their ranks) read it."""
-    from openus_monai.data import ensure_demo_data
-
-    return Path(ensure_demo_data(folder, n=n, seed=0))
+    return demo_dataset(folder, n=n)
 
 
 def make_empty_mlflow_store(folder: Path) -> Path:

@@ -25,7 +25,7 @@ import pytest
 import torch
 from PIL import Image
 
-from _helpers import REPO, SHARED
+from _helpers import REPO, SHARED, scratch_outputs
 
 BUNDLES = ("openus_pretrain", "openus_seg", "openus_cls")
 SEMVER = re.compile(r"^(0|[1-9]\d*)\.(0|[1-9]\d*)\.(0|[1-9]\d*)$")
@@ -156,7 +156,7 @@ def zoo_workflow(bundle: str, files: list[str], workflow_type: str, **overrides)
 
     folder = configs(bundle)
     workflow = ConfigWorkflow(config_file=[str(folder / f) for f in files], meta_file=str(folder / "metadata.json"),
-                              logging_file=str(folder / "logging.conf"), workflow_type=workflow_type, **overrides)
+                              logging_file=str(folder / "logging.conf"), workflow_type=workflow_type, **scratch_outputs(overrides))
     workflow.initialize()
     assert workflow.check_properties() == [], f"{bundle} {workflow_type}: missing or wrongly referenced properties"
     workflow.run()
@@ -189,7 +189,7 @@ def test_train_then_infer_workflows(bundle, dataset_dir, tmp_path):
                          max_epochs=1, **common)
     assert train.trainer.state.epoch == 1
     checkpoint = torch.load(models / "model.pt", weights_only=True)
-    state = checkpoint["model"] if bundle == "openus_cls" else checkpoint
+    state = checkpoint["model"]  # both bundles: {"model", "network_config"(, "class_names")}
 
     out = tmp_path / "infer"
     infer = zoo_workflow(bundle, ["inference.json", "tiny.json"], "infer", output_dir=str(out), **common)

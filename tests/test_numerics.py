@@ -19,7 +19,7 @@ from openus_monai.networks import selective_scan
 from openus_monai.networks.ops.attention import ScanParams, attention_scores
 from openus_monai.networks.ops.selective_scan import available_backends
 
-from _helpers import REPO
+from _helpers import REPO, demo_dataset
 from fault_injection import flat_tensors
 from test_bundle_pretrain import parsed
 
@@ -66,7 +66,7 @@ def _state(parser) -> dict:
 
 @pytest.fixture(scope="module")
 def data_dir(tmp_path_factory):
-    return str(tmp_path_factory.mktemp("numerics_data") / "demo")
+    return str(demo_dataset(tmp_path_factory.mktemp("numerics_data") / "demo", n=16))  # tiny.json's demo_images
 
 
 def _trainer(tmp_path, data_dir, **overrides):

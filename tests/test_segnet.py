@@ -207,6 +207,11 @@ def test_save_masks_png_and_nifti(tmp_path):
     saver({**png, "pred": torch.as_tensor(labels)})
     written = np.asarray(Image.open(tmp_path / "out" / "a b.png"))
     assert written.dtype == np.uint8 and np.array_equal(written, labels)
+    # a palette PNG: the lesion shows red in a viewer, and this project's readers get the indices back
+    with Image.open(tmp_path / "out" / "a b.png") as im:
+        assert im.mode == "P" and tuple(np.asarray(im.convert("RGB"))[5, 30]) == (255, 0, 0)
+    again = LoadImaged("label", reader=image_readers(), ensure_channel_first=True)({"label": str(tmp_path / "out" / "a b.png")})
+    assert np.array_equal(np.asarray(again["label"][0]), labels)
     assert (tmp_path / "out" / "a b_overlay.png").is_file()
 
     nii_path = tmp_path / "in" / "vol.nii.gz"

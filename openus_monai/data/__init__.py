@@ -15,7 +15,7 @@
 
 from .dataset import CheckedCacheDataset
 from .datalist import TASKS, build_datalist, read_records, records_to_entries
-from .demo import default_demo_dir, ensure_demo_data, has_dataset
+from .demo import DatasetNotFoundError, check_dataset_dir, default_demo_dir, ensure_demo_data, has_dataset, is_demo_request
 from .entries import first_n, inference_datalist, labeled, pretraining_datalist
 from .checked_readers import CheckedITKReader, CheckedNibabelReader, CheckedPILReader, image_readers, is_nifti, source_path
 from .labels import BALANCE_MODES, ClassNames, balanced_sampler, class_weights, encode_labels, labeled_split, read_class_names
@@ -73,8 +73,11 @@ __all__ = [
     "check_array",
     "check_image",
     "check_pair",
+    "DatasetNotFoundError",
+    "check_dataset_dir",
     "default_demo_dir",
     "ensure_demo_data",
+    "is_demo_request",
     "has_dataset",
     "is_image_file",
     "read_datalist_json",

@@ -15,6 +15,7 @@ from typing import Any
 
 from monai.data import ITKReader, NibabelReader, PILReader
 
+from .palette import is_label_map_png
 from .validation import DEFAULT_MAX_PIXELS, DEFAULT_MIN_SIZE, InvalidImageError, check_image
 
 __all__ = [
@@ -46,10 +47,13 @@ def pil_pixel_mode(img: Any) -> Any:
     """A PIL image in a mode whose pixel array is the picture (``PILReader(converter=...)``).
 
     Palette images (``P``, ``PA``) become RGB(A) through their palette (their raw array holds palette
-    indices, not intensities), 1-bit images 8-bit gray, and CMYK/YCbCr/LAB/HSV images RGB. Gray (8 and
-    16 bit: full precision kept), RGB and RGBA images are returned as they are.
+    indices, not intensities), except label maps written by :func:`~openus_monai.data.palette.write_palette_png`
+    (class indices), 1-bit images 8-bit gray, and CMYK/YCbCr/LAB/HSV images RGB. Gray (8 and 16 bit: full
+    precision kept), RGB and RGBA images are returned as they are.
     """
     mode = img.mode
+    if is_label_map_png(img):  # a label map written by SaveSegMaskd: its palette indices are the classes
+        return img
     if mode in ("P", "PA"):
         return img.convert("RGBA" if mode == "PA" or "transparency" in img.info else "RGB")
     if mode == "1":

@@ -78,7 +78,7 @@ def read_records(dataset_dir: str | os.PathLike, task: str, check_exists: bool =
     if not records:
         raise FileNotFoundError(
             f"no usable {task} data in {root}: looked for " + "; ".join(looked_for) + ". "
-            "To generate demo data there instead, call openus_monai.data.ensure_demo_data(dataset_dir)."
+            "Leave dataset_dir empty (or set it to 'demo') to use the generated demo data instead."
         )
     logger.info("scanned %d images in %s for %s", len(records), root, task)
     return records

@@ -24,6 +24,7 @@ from typing import Any
 
 from monai.data import CacheDataset
 
+from ..terminal import show_progress
 from .validation import InvalidFiles, InvalidImageError, find_invalid
 
 __all__ = ["CheckedCacheDataset"]
@@ -67,6 +68,7 @@ class CheckedCacheDataset(CacheDataset):
     ) -> None:
         self.invalid_files = invalid_files if invalid_files is not None else InvalidFiles()
         self.max_substitutes = int(max_substitutes)
+        kwargs.setdefault("progress", show_progress())  # caching bar for a terminal only
         super().__init__(data, transform, **kwargs)
 
     def _load_cache_item(self, idx: int):

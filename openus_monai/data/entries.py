@@ -5,17 +5,20 @@
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Sequence
 from pathlib import Path
 
 from .datalist import _SPLITS as SPLITS
 from .datalist import build_datalist, read_records
-from .demo import ensure_demo_data
+from .demo import DatasetNotFoundError, ensure_demo_data, is_demo_request
 from .readers import is_image_file, read_datalist_json, scan_class_folders, scan_image_folder
 from .validation import InvalidFiles, validate_datalist
 
 __all__ = ["first_n", "inference_datalist", "labeled", "pretraining_datalist"]
+
+logger = logging.getLogger(__name__)
 
 
 def labeled(entries: Sequence[dict], split: str = "test", key: str = "label") -> list[dict]:
@@ -34,8 +37,12 @@ def labeled(entries: Sequence[dict], split: str = "test", key: str = "label") ->
 
 
 def first_n(entries: Sequence[dict], n: int | None = None) -> list[dict]:
-    """The first ``n`` entries (all when ``n`` is None or 0): a quick way to shorten a run."""
-    return list(entries) if not n else list(entries)[: int(n)]
+    """The first ``n`` entries (all when ``n`` is None or 0): a quick way to shorten a run (logged)."""
+    entries = list(entries)
+    if n and int(n) < len(entries):
+        logger.info("keeping the first %d of %d training images (max_train_images=%d)", int(n), len(entries), int(n))
+        return entries[: int(n)]
+    return entries
 
 
 def inference_datalist(
@@ -46,7 +53,7 @@ def inference_datalist(
 ) -> list[dict]:
     """Entries ``{"image": path}`` to run a model on (the inference configs of both downstream bundles).
 
-    - ``""`` or None: the demo data set's ``split`` images (generated if needed);
+    - ``""``, None or ``"demo"``: the demo data set's ``split`` images (generated in the cache if needed);
     - a folder holding ``datalist.json`` or ``labels.csv``: its ``split`` images (``"all"``: every listed
       image); labels and masks are neither needed nor read; entries without a split count as training;
     - for ``task="classification"``, a folder of class-named sub-folders (``CLASS/`` or ``SPLIT/CLASS/``,
@@ -80,8 +87,8 @@ def inference_datalist(
         if missing:
             raise FileNotFoundError(f"image files not found: {missing[:5]}")
         return [{"image": os.path.abspath(p)} for p in dataset_dir]
-    if dataset_dir is None or str(dataset_dir).strip() == "":
-        dataset_dir = ensure_demo_data("")
+    if is_demo_request(dataset_dir):  # type: ignore[arg-type]
+        dataset_dir = ensure_demo_data(None)
     path = Path(dataset_dir).expanduser()
     if path.is_file():
         if path.suffix.lower() == ".json":
@@ -92,7 +99,7 @@ def inference_datalist(
             return [{"image": str(path.absolute())}]
         raise ValueError(f"{path} is neither an image nor a MONAI datalist (.json)")
     if not path.is_dir():
-        raise FileNotFoundError(f"{path} does not exist")
+        raise DatasetNotFoundError(f"dataset_dir {path.absolute()} does not exist (leave it empty, or 'demo', for the demo data)")
     if (path / "datalist.json").is_file() or (path / "labels.csv").is_file():
         records = read_records(path, "pretraining", check_exists=check_exists)  # images only: no labels needed
     elif task == "classification":
@@ -104,7 +111,9 @@ def inference_datalist(
         return _images_of(entries, f"{path} '{split}'")
     entries = scan_image_folder(path)
     if not entries:
-        raise FileNotFoundError(f"no image files below {path}")
+        raise DatasetNotFoundError(
+            f"dataset_dir {path.absolute()} holds no image files (looked for datalist.json, labels.csv or images below it)"
+        )
     return entries
 
 
@@ -121,15 +130,16 @@ def pretraining_datalist(
     invalid_files: InvalidFiles | None = None,
 ) -> list[dict]:
     """Every valid image of ``dataset_dir`` (``datalist.json``, ``labels.csv`` or a folder; all splits), each
-    with its dataset ``index`` (the key of the masking handler's loss memory). An empty or data-less
-    ``dataset_dir`` gets the generated demo data.
+    with its dataset ``index`` (the key of the masking handler's loss memory). An empty ``dataset_dir`` (or
+    ``"demo"``) gets the generated demo data, in the cache; a named folder without a data set is an error
+    (:func:`~openus_monai.data.ensure_demo_data`).
 
     Every file is checked from its header first (:func:`~openus_monai.data.validate_datalist`): by
     default one error lists all invalid files before training starts; with ``invalid_files.skip`` they are
     left out (and reported), and the indices count the valid images only.
 
     Args:
-        dataset_dir: the data set folder; empty or None for the demo data.
+        dataset_dir: the data set folder; empty, None or ``"demo"`` for the demo data.
         demo_images: how many demo images to generate when needed.
         seed: seed of the demo data.
         invalid_files: what to do with invalid files (default: stop, listing them).

@@ -1,6 +1,7 @@
 """Ignite handlers: the pretraining schedule owner and its handlers (gradients, teacher EMA, export, pictures,
 timing), run resumption, evaluation reports, tracking."""
 
+from .attach_metrics import MetricsAttacher
 from .classification_report import ClassificationReport
 from .epoch_metrics import EpochAverageHandler
 from .export import BackboneExportHandler
@@ -8,7 +9,9 @@ from .gradients import FreezeLastLayerHandler, PerParameterGradClipHandler
 from .masking import STRATEGIES, LossMemory, SelfAdaptiveMaskingHandler
 from .metrics_report import MetricsReport
 from .pictures import MaskingPictureHandler
+from .progress import TerminalProgressBar
 from .resume import BestMetricState, EarlyStopState, EpochSeedHandler, MidEpochResumeHandler
+from .run_summary import RunSummaryHandler
 from .schedules import PretrainingSchedule, cosine, linear, progress, warmup_cosine
 from .teacher_ema import TeacherEMAHandler
 from .timing import PhaseTimerHandler
@@ -24,6 +27,7 @@ __all__ = [
     "EpochAverageHandler",
     "FreezeLastLayerHandler",
     "MaskingPictureHandler",
+    "MetricsAttacher",
     "LossMemory",
     "MLflowExtrasHandler",
     "MetricsReport",
@@ -31,8 +35,10 @@ __all__ = [
     "PerParameterGradClipHandler",
     "PhaseTimerHandler",
     "PretrainingSchedule",
+    "RunSummaryHandler",
     "SelfAdaptiveMaskingHandler",
     "TeacherEMAHandler",
+    "TerminalProgressBar",
     "cosine",
     "linear",
     "progress",

@@ -14,6 +14,7 @@ from monai.data import MetaTensor
 from monai.transforms import MapTransform, SaveImage, SaveImaged
 
 from ..data.checked_readers import is_nifti, source_path
+from ..data.palette import write_palette_png
 from ..data.validation import InvalidImageError
 from .grayscale import squeeze_trailing
 
@@ -95,6 +96,9 @@ class SaveSegMaskd(SaveImaged):
     BMP, TIFF, DICOM...), NIfTI (``.nii.gz``, with the input's affine) for NIfTI input. Optionally also an
     overlay PNG (``NAME_overlay.png``: the image with the mask tinted red).
 
+    PNG masks are palette PNGs (:func:`~openus_monai.data.palette.write_palette_png`): the pixel values
+    are the class indices (0, 1, ...), shown in colour (background black, lesion red) by any viewer.
+
     A :class:`~monai.transforms.SaveImaged` subclass, so MONAI Label's bundle tasks drop it from the
     postprocessing (they return the label map themselves). Expects the label map at the input's original
     size (``Invertd`` first), as ``[H, W]`` or ``[1, H, W]`` class indices; 2D arrays are ``[H, W]`` as in
@@ -108,6 +112,7 @@ class SaveSegMaskd(SaveImaged):
         data_root_dir: keep input sub-folders below this folder (avoids name clashes), as in ``SaveImaged``.
         overlay: also write ``NAME_overlay.png`` (2D image inputs).
         print_log: log every file written.
+        palette: write PNG masks as palette PNGs (False: plain 8-bit gray class indices).
     """
 
     def __init__(
@@ -120,6 +125,7 @@ class SaveSegMaskd(SaveImaged):
         overlay: bool = False,
         print_log: bool = False,
         allow_missing_keys: bool = False,
+        palette: bool = True,
     ) -> None:
         common = dict(output_postfix=output_postfix, resample=False, output_dtype=np.uint8, separate_folder=False,
                       data_root_dir=data_root_dir, print_log=print_log)
@@ -128,6 +134,7 @@ class SaveSegMaskd(SaveImaged):
         self.saver.set_options(write_kwargs={"reverse_indexing": False})
         self.nifti_saver = SaveImage(output_dir=str(output_dir), output_ext=".nii.gz", writer="NibabelWriter", **common)
         self.image_key, self.overlay, self.output_dir = image_key, overlay, Path(output_dir)
+        self.palette = palette
 
     def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
         d = dict(data)
@@ -150,15 +157,19 @@ class SaveSegMaskd(SaveImaged):
                 # a 2D file: the written shape is the label map's (a DICOM's metadata may describe one 3D slice)
                 meta["spatial_shape"] = np.asarray(labels.shape[1:])
                 self.saver(labels, meta_data=meta)
+                if self.palette:  # MONAI's PILWriter writes gray; the same indices again, with colours
+                    write_palette_png(labels[0].numpy(), self._mask_path(meta))
                 if self.overlay:
                     self._write_overlay(src, labels[0].numpy(), meta)
         return d
 
+    def _mask_path(self, meta: Mapping) -> str:
+        return str(self.saver.folder_layout.filename(**self.saver.fname_formatter(dict(meta), self.saver)))
+
     def _write_overlay(self, src: str, labels: np.ndarray, meta: Mapping) -> None:
         from PIL import Image
 
-        mask_path = str(self.saver.folder_layout.filename(**self.saver.fname_formatter(dict(meta), self.saver)))
-        path = Path(mask_path[: -len(".png")] + "_overlay.png")
+        path = Path(self._mask_path(meta)[: -len(".png")] + "_overlay.png")
         try:
             with Image.open(src) as im:
                 gray = np.asarray(im.convert("L"), dtype=np.float32)
