@@ -4,6 +4,7 @@ from .epoch_metrics import EpochAverageHandler
 from .export import BackboneExportHandler
 from .masking import STRATEGIES, LossMemory, SelfAdaptiveMaskingHandler
 from .pictures import MaskingPictureHandler
+from .representation_monitor import RepresentationMonitor
 from .schedules import cosine, linear, progress, warmup_cosine
 from .teacher_ema import TeacherEMAHandler
 from .tracking import MLflowExtrasHandler
@@ -15,6 +16,7 @@ __all__ = [
     "MaskingPictureHandler",
     "LossMemory",
     "MLflowExtrasHandler",
+    "RepresentationMonitor",
     "SelfAdaptiveMaskingHandler",
     "TeacherEMAHandler",
     "cosine",

@@ -30,6 +30,7 @@ def knn_accuracy(
     temperature: float = 0.07,
     num_classes: int | None = None,
     chunk: int = 1024,
+    leave_one_out: bool = False,
 ) -> float:
     """Accuracy of DINO's weighted k-NN classifier.
 
@@ -46,6 +47,8 @@ def knn_accuracy(
         temperature: vote temperature (DINO: 0.07).
         num_classes: classes (default: ``1 + max`` label).
         chunk: validation rows per similarity block (bounds memory at ``chunk * N``).
+        leave_one_out: the validation set *is* the training set (same rows, same order); each row's
+            own entry is left out of its neighbours.
 
     Returns:
         accuracy in ``[0, 1]``.
@@ -58,10 +61,16 @@ def knn_accuracy(
     val = F.normalize(val_features.float(), dim=1)
     train_labels, val_labels = train_labels.long().to(train.device), val_labels.long().to(train.device)
     classes = num_classes or int(max(train_labels.max(), val_labels.max())) + 1
-    k = min(k, len(train))
+    if leave_one_out and len(train) != len(val):
+        raise ValueError("leave_one_out needs the same rows as training and validation set")
+    k = min(k, len(train) - int(leave_one_out))
     correct = 0
     for start in range(0, len(val), chunk):
-        sim, idx = (val[start : start + chunk] @ train.T).topk(k, dim=1)  # [m, k]
+        sim = val[start : start + chunk] @ train.T  # [m, N]
+        if leave_one_out:
+            rows = torch.arange(len(sim), device=sim.device)
+            sim[rows, rows + start] = -math.inf
+        sim, idx = sim.topk(k, dim=1)  # [m, k]
         votes = torch.zeros(len(sim), classes, device=train.device)
         votes.scatter_add_(1, train_labels[idx], (sim / temperature).exp())
         correct += int((votes.argmax(1) == val_labels[start : start + chunk]).sum())
