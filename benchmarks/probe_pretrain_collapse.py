@@ -121,7 +121,7 @@ def main() -> None:
     @trainer.on(Events.EPOCH_COMPLETED)
     def report(engine):
         m = engine.state.metrics
-        print(f"epoch {engine.state.epoch} t={time.time() - start:.0f}s " + " ".join(f"{k}={m[k]:.4f}" for k in sorted(m) if k.startswith("loss")), flush=True)
+        print(f"epoch {engine.state.epoch} t={time.time() - start:.0f}s " + " ".join(f"{k}={m[k]:.4f}" for k in sorted(m) if k.startswith("epoch_loss")), flush=True)
 
     trainer.run()
     result = {"pretrained": evaluate(net.teacher.encoder, train_rows, test_rows, size), "random": evaluate(init_encoder, train_rows, test_rows, size)}
