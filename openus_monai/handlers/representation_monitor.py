@@ -51,7 +51,7 @@ class RepresentationMonitor:
         linear_probe: also fit a logistic-regression probe (needs ``train_loader``).
         uniform_ratio: entropy / ln K above which the teacher counts as near uniform.
         dominant_share: argmax share of one prototype above which the teacher counts as collapsed onto it
-            (the collapsed BUSI runs sat at 1.0; healthy ones, batch 16, peaked near 0.6).
+            (the collapsed BUSI runs sat at 1.0; healthy ones, batch 16, peaked near 0.7).
         prefix: prefix of the metric names.
         device: where the images go (default: the engine's ``state.device`` if any, else CPU).
         image_key, label_key: keys of dict batches.
