@@ -98,7 +98,9 @@ def test_total_loss_falls(full_run):
     losses = [float(x) for x in re.findall(r"train_loss: ([0-9.]+)", log)]
     assert len(losses) == ITERATIONS, log[-2000:]
     first, last = sum(losses[:8]) / 8, sum(losses[-8:]) / 8
-    assert last < 0.8 * first, losses
+    # 0.9, not lower: a teacher that does not collapse keeps the iBOT cross-entropies near its own entropy,
+    # far from the ~0 that a one-prototype target allowed (tiny.json before the collapse fix fell 0.8x this way)
+    assert last < 0.9 * first, losses
 
 
 def test_stop_and_resume_equals_uninterrupted_run(full_run, data_dir, tmp_path):

@@ -47,9 +47,13 @@ def test_ibot_patch_term_ignores_unmasked_tokens():
 def test_centre_update_and_teacher_sharpening():
     loss = IBOTLoss(out_dim=4, center_momentum=0.9)
     cls, patch = torch.randn(6, 4), torch.randn(6, 5, 4)
-    loss.update_center(cls, patch)
-    torch.testing.assert_close(loss.center, 0.1 * cls.mean(0, keepdim=True))
-    torch.testing.assert_close(loss.center_patch, 0.1 * patch.mean((0, 1))[None, None])
+    loss.update_center(cls, patch)  # first update: the zero centre takes the batch mean whole
+    torch.testing.assert_close(loss.center, cls.mean(0, keepdim=True))
+    torch.testing.assert_close(loss.center_patch, patch.mean((0, 1))[None, None])
+    cls2, patch2 = torch.randn(6, 4), torch.randn(6, 5, 4)
+    loss.update_center(cls2, patch2)  # then the EMA
+    torch.testing.assert_close(loss.center, 0.9 * cls.mean(0, keepdim=True) + 0.1 * cls2.mean(0, keepdim=True))
+    torch.testing.assert_close(loss.center_patch, (0.9 * patch.mean((0, 1)) + 0.1 * patch2.mean((0, 1)))[None, None])
     probs, _ = loss.teacher_probs(cls, patch, 0.04, 0.07)
     torch.testing.assert_close(probs, F.softmax((cls - loss.center) / 0.04, -1))
 

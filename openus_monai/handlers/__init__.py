@@ -10,6 +10,7 @@ from .masking import STRATEGIES, LossMemory, SelfAdaptiveMaskingHandler
 from .metrics_report import MetricsReport
 from .pictures import MaskingPictureHandler
 from .progress import TerminalProgressBar
+from .representation_monitor import RepresentationMonitor
 from .resume import BestMetricState, EarlyStopState, EpochSeedHandler, MidEpochResumeHandler
 from .run_summary import RunSummaryHandler
 from .schedules import PretrainingSchedule, cosine, linear, progress, warmup_cosine
@@ -35,6 +36,7 @@ __all__ = [
     "PerParameterGradClipHandler",
     "PhaseTimerHandler",
     "PretrainingSchedule",
+    "RepresentationMonitor",
     "RunSummaryHandler",
     "SelfAdaptiveMaskingHandler",
     "TeacherEMAHandler",

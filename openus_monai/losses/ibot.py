@@ -73,12 +73,17 @@ class IBOTLoss(nn.Module):
 
     @torch.no_grad()
     def update_center(self, teacher_cls_logits: torch.Tensor, teacher_patch_logits: torch.Tensor) -> None:
-        """EMA of the teacher's raw outputs ``[N, K]`` and ``[N, L, K]`` (batch means all-reduced under DDP)."""
+        """EMA of the teacher's raw outputs ``[N, K]`` and ``[N, L, K]`` (batch means all-reduced under DDP).
+
+        The first update (centre still all zero) sets the centres to the batch means."""
         cls_sum = teacher_cls_logits.float().sum(0, keepdim=True)
         patch_sum = teacher_patch_logits.float().mean(1).sum(0, keepdim=True)[:, None]
         count = torch.tensor(float(teacher_cls_logits.shape[0]), device=cls_sum.device)
         if idist.get_world_size() > 1:
             cls_sum, patch_sum, count = idist.all_reduce(cls_sum), idist.all_reduce(patch_sum), idist.all_reduce(count)
-        m = self.center_momentum
+        # A centre still at its zero initialisation takes the first batch mean whole: the teacher's initial
+        # outputs share a large image-independent component, and until the running mean has absorbed it one
+        # prototype wins for every image, which the student learns as a constant target (collapse).
+        m = self.center_momentum if bool(self.center.any()) else 0.0
         self.center.mul_(m).add_(cls_sum / count, alpha=1 - m)
         self.center_patch.mul_(m).add_(patch_sum / count, alpha=1 - m)
