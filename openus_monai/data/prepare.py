@@ -42,6 +42,7 @@ from .catalog import find_dataset
 from .formats import iter_frames, probe, source_kind, to_uint8
 from .readers import SPLIT_ALIASES, read_labels_csv
 from .splits import group_splits
+from ..io import atomic_write_json
 from .validation import InvalidImageError
 
 __all__ = ["MASK_DIR_NAMES", "is_label_map", "prepare", "summary_table"]
@@ -322,8 +323,8 @@ def prepare(
     datalist = {**{k: v for k, v in lists.items()}, "dataset": summary["dataset"], "root": str(root)}
     if any("label" in e for k in _DATALIST_KEYS for e in lists[k]):
         datalist["classes"] = sorted({e["label"] for k in _DATALIST_KEYS for e in lists[k] if "label" in e})
-    _write_json(out / "datalist.json", datalist)
-    _write_json(out / "report.json", {**summary, "files": rows})
+    atomic_write_json(datalist, out / "datalist.json")
+    atomic_write_json({**summary, "files": rows}, out / "report.json")
     with open(out / "report.csv", "w", newline="", encoding="utf-8") as f:
         writer = csv.DictWriter(f, fieldnames=list(rows[0]) if rows else ["path", "kind", "role", "status", "reason", "frames"])
         writer.writeheader()
@@ -435,12 +436,6 @@ def _progress(items: list, enabled: bool, desc: str):
     from tqdm.auto import tqdm
 
     return tqdm(items, desc=desc, unit="file", leave=False)
-
-
-def _write_json(path: Path, data: dict) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=1), encoding="utf-8")
-    os.replace(tmp, path)
 
 
 def summary_table(summaries: list[dict]) -> str:
