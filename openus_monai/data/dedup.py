@@ -26,7 +26,7 @@ from .hashing import near_pairs, phash
 from ..io import atomic_write_json
 from .validation import InvalidImageError
 
-__all__ = ["DEFAULT_RADIUS", "dedup", "duplicate_groups", "hash_entries", "load_entries"]
+__all__ = ["DEFAULT_RADIUS", "dedup", "duplicate_groups", "hash_entries", "load_entries", "output_names"]
 
 #: Hamming radius of a near duplicate (64-bit hash). On BUSI the nearest-neighbour distances have a
 #: gap from 10 to 14 bits between re-saved copies and distinct images; a JPEG re-save resized by 0.9
@@ -114,7 +114,8 @@ def duplicate_groups(hashes: np.ndarray, digests: Sequence[str], radius: int = D
     return sorted((g for g in groups.values() if len(g) > 1), key=lambda g: g[0])
 
 
-def _unique_names(paths: Sequence[Path]) -> list[str]:
+def output_names(paths: Sequence[Path]) -> list[str]:
+    """File names of the filtered copies of ``paths`` (their names; with the parent folder when two collide)."""
     names = [p.name for p in paths]
     if len(set(names)) == len(names):
         return names
@@ -214,7 +215,7 @@ def _exclude(entries, keys, pos, hashes, digests, valid, exclude, paths, out, ra
             hit[q] = (k[0], 0)
     removed = {}
     rows = []
-    for p, name in zip(paths, _unique_names(paths)):
+    for p, name in zip(paths, output_names(paths)):
         data = json.loads(p.read_text(encoding="utf-8"))
         n_removed = 0
         for lst in _LISTS:
