@@ -146,8 +146,10 @@ def _pil_frames(path: str, mask: bool) -> Iterator[np.ndarray]:
     with Image.open(path) as img:
         for frame in ImageSequence.Iterator(img):
             mode = frame.mode
-            if mask and mode in ("P", "L", "1", "I", "I;16"):
-                arr = np.array(frame.convert("L") if mode == "1" else frame)  # palette masks: class indices
+            if mask and mode == "P":
+                arr = _palette_mask(frame)
+            elif mask and mode in ("L", "1", "I", "I;16"):
+                arr = np.array(frame.convert("L") if mode == "1" else frame)
             elif mode in ("P", "PA"):
                 arr = np.array(frame.convert("RGBA" if mode == "PA" or "transparency" in frame.info else "RGB"))
             elif mode in ("1", "CMYK", "YCbCr", "LAB", "HSV"):
@@ -155,6 +157,17 @@ def _pil_frames(path: str, mask: bool) -> Iterator[np.ndarray]:
             else:
                 arr = np.array(frame)  # L, I;16 (full precision), RGB, RGBA, LA, F
             yield to_gray(arr)
+
+
+def _palette_mask(frame) -> np.ndarray:
+    """A palette mask's labels: the grey levels when every used palette colour is grey (a GIF of a 0/255
+    mask, whose indices are arbitrary), else the indices (a class-index PNG with display colours)."""
+    idx = np.array(frame)
+    palette = np.array(frame.getpalette() or [], dtype=np.int64).reshape(-1, 3)
+    used = np.unique(idx)
+    if len(palette) > used.max(initial=0) and (palette[used, 0] == palette[used, 1]).all() and (palette[used, 1] == palette[used, 2]).all():
+        return palette[:, 0].astype(np.uint8)[idx]
+    return idx
 
 
 def _pil_info(path: str) -> SourceInfo:
@@ -183,7 +196,26 @@ def _itk_frames_array(path: str) -> np.ndarray:
     return arr.reshape(frames, *spatial[-2:], *((components,) if components > 1 else ()))
 
 
+def _is_nifti(path: str) -> bool:
+    return path.lower().endswith((".nii", ".nii.gz"))
+
+
+def _nifti_frames_array(path: str) -> np.ndarray:
+    """``[T, H, W]`` of a NIfTI through nibabel (ITK reads NaN voxels as 0, which would hide them); axes are
+    reversed to numpy order as ITK does, so frames match a DICOM of the same series."""
+    import nibabel as nib
+
+    data = np.asanyarray(nib.load(path).dataobj)
+    data = np.transpose(data, tuple(range(data.ndim))[::-1])
+    return data.reshape(-1, *data.shape[-2:]) if data.ndim > 2 else data[None]
+
+
 def _itk_info(path: str, kind: str) -> SourceInfo:
+    if _is_nifti(path):
+        import nibabel as nib
+
+        shape = nib.load(path).shape + (1,)
+        return SourceInfo(kind, int(np.prod(shape[2:])), int(shape[1]), int(shape[0]))
     import itk
 
     reader = itk.ImageFileReader.New(FileName=path)
@@ -292,7 +324,7 @@ def iter_frames(
         elif kind == "video":
             gen = _video_frames(path, stride)
         else:
-            arr = _itk_frames_array(path)
+            arr = _nifti_frames_array(path) if _is_nifti(path) else _itk_frames_array(path)
             gen = ((k, to_gray(arr[k])) for k in range(0, arr.shape[0], stride))
         for k, frame in gen:
             if check_finite and np.issubdtype(frame.dtype, np.floating) and not np.isfinite(frame).all():

@@ -1,0 +1,276 @@
+"""Corpus tooling: frame readers, ``prepare`` (layouts, masks vs images, bad files), ``dedup --exclude``,
+group-aware splits, the catalog, and the shared real downloads (skipped when ../shared/data is absent)."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+from PIL import Image, ImageEnhance
+
+from openus_monai.data.catalog import catalog_table, find_dataset, load_catalog
+from openus_monai.data.dedup import dedup
+from openus_monai.data.formats import LoadFramed, iter_frames, probe, read_frame
+from openus_monai.data.phantom import render_phantom
+from openus_monai.data.prepare import is_label_map, prepare
+from openus_monai.data.splits import group_splits
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = REPO.parent / "shared" / "data"
+RAW = SHARED / "raw"
+needs_raw = pytest.mark.skipif(not RAW.is_dir(), reason=f"real downloads not found at {RAW}")
+needs_busi = pytest.mark.skipif(not (SHARED / "busi").is_dir(), reason=f"BUSI not found at {SHARED / 'busi'}")
+
+
+def _phantom(seed: int, shape=(96, 112)) -> np.ndarray:
+    img, _ = render_phantom(np.random.default_rng(seed), shape, "benign")
+    return np.clip(img * 255 if img.max() <= 1 else img, 0, 255).astype(np.uint8)
+
+
+def _write_video(path: Path, frames: list[np.ndarray]) -> None:
+    av = pytest.importorskip("av")
+    with av.open(str(path), "w") as c:
+        s = c.add_stream("mpeg4", rate=10)
+        s.height, s.width, s.pix_fmt = frames[0].shape[0], frames[0].shape[1], "yuv420p"
+        for f in frames:
+            for packet in s.encode(av.VideoFrame.from_ndarray(np.stack([f] * 3, -1), format="rgb24")):
+                c.mux(packet)
+        for packet in s.encode():
+            c.mux(packet)
+
+
+# ------------------------------------------------------------------------------------------- readers
+
+
+def test_readers_on_written_files(tmp_path):
+    itk = pytest.importorskip("itk")
+    rng = np.random.default_rng(0)
+    # multi-frame DICOM: 4 frames, monochrome
+    cine = rng.integers(0, 255, (4, 40, 48)).astype(np.uint8)
+    itk.imwrite(itk.image_from_array(cine), str(tmp_path / "cine.dcm"))
+    assert probe(tmp_path / "cine.dcm").n_frames == 4
+    frames = list(iter_frames(tmp_path / "cine.dcm"))
+    assert [k for k, _ in frames] == [0, 1, 2, 3] and np.array_equal(frames[2][1], cine[2])
+    assert [k for k, _ in iter_frames(tmp_path / "cine.dcm", stride=3)] == [0, 3]
+    # RGB DICOM frame -> gray by BT.601
+    rgb = rng.integers(0, 255, (30, 36, 3)).astype(np.uint8)
+    itk.imwrite(itk.image_from_array(rgb, is_vector=True), str(tmp_path / "rgb.dcm"))
+    gray = read_frame(tmp_path / "rgb.dcm")
+    assert gray.shape == (30, 36)
+    assert np.abs(gray.astype(float) - rgb @ np.array([0.299, 0.587, 0.114])).max() <= 1
+    # NIfTI sequence: nibabel (x, y, t) -> frames along t, [rows=y, cols=x]
+    seq = rng.random((50, 40, 5)).astype(np.float32)
+    nib.save(nib.Nifti1Image(seq, np.eye(4)), tmp_path / "seq.nii.gz")
+    info = probe(tmp_path / "seq.nii.gz")
+    assert (info.n_frames, info.height, info.width) == (5, 40, 50)
+    assert np.allclose(read_frame(tmp_path / "seq.nii.gz", 3), seq[:, :, 3].T)
+    # short video
+    video = [np.full((32, 48), v, np.uint8) for v in (30, 90, 150, 210, 250, 20, 60)]
+    _write_video(tmp_path / "clip.mp4", video)
+    got = list(iter_frames(tmp_path / "clip.mp4", stride=2))
+    assert [k for k, _ in got] == [0, 2, 4, 6] and got[0][1].shape == (32, 48)
+    assert [abs(int(f.mean()) - int(video[k][0, 0])) <= 6 for k, f in got] == [True] * 4
+    # GIF and palette masks keep their label values; 16-bit PNG keeps its range
+    mask = np.zeros((40, 40), np.uint8)
+    mask[10:20, 5:30] = 1
+    mask[25:35, 5:30] = 2
+    pal = Image.fromarray(mask, mode="P")
+    pal.putpalette([0, 0, 0, 255, 0, 0, 0, 255, 0] + [0] * 759)
+    pal.save(tmp_path / "pal.png")
+    assert set(np.unique(read_frame(tmp_path / "pal.png", mask=True))) == {0, 1, 2}
+    Image.fromarray(mask * 127).save(tmp_path / "m.gif")
+    assert set(np.unique(read_frame(tmp_path / "m.gif", mask=True))) == {0, 127, 254}
+    deep = (rng.random((20, 24)) * 60000).astype(np.uint16)
+    Image.fromarray(deep).save(tmp_path / "deep.png")
+    assert read_frame(tmp_path / "deep.png").max() == deep.max() > 255
+    # LoadFramed reads {"image", "frame"} entries as [1, H, W]
+    out = LoadFramed(keys="image")({"image": str(tmp_path / "cine.dcm"), "frame": 1})
+    assert out["image"].shape == (1, 40, 48) and np.array_equal(out["image"][0].numpy(), cine[1])
+
+
+def test_label_map_test_tells_masks_from_images():
+    img = _phantom(1)
+    jpeg_mask = np.zeros((64, 64), np.uint8)
+    jpeg_mask[20:40, 10:50] = 255
+    buf = io.BytesIO()
+    Image.fromarray(jpeg_mask).save(buf, "JPEG", quality=70)
+    assert is_label_map(np.array(Image.open(buf))) and is_label_map(jpeg_mask // 255)
+    assert not is_label_map(img)
+
+
+# ------------------------------------------------------------------------------------------- prepare
+
+
+def test_prepare_generic_layout_pairs_masks_and_reports_bad_files(tmp_path):
+    root = tmp_path / "download"
+    for split in ("", "test/"):
+        (root / split / "scans").mkdir(parents=True)
+        (root / split / "annot").mkdir(parents=True)
+    for i in range(6):
+        split = "test/" if i >= 4 else ""
+        Image.fromarray(_phantom(i)).save(root / split / "scans" / f"case{i}.png")
+        mask = np.zeros((96, 112), np.uint8)
+        mask[30:60, 20 + i : 70] = 255
+        Image.fromarray(mask).save(root / split / "annot" / f"case{i}.png")  # a mask by content only
+    Image.fromarray(mask).save(root / "scans" / "orphan_mask.png")  # mask-like, no image of that name
+    (root / "notes.txt").write_text("hello")
+    bad = root / "bad"
+    bad.mkdir()
+    (bad / "empty.png").write_bytes(b"")
+    png = io.BytesIO()
+    Image.fromarray(_phantom(9)).save(png, "PNG")
+    (bad / "truncated.png").write_bytes(png.getvalue()[:200])
+    (bad / "garbage.dcm").write_bytes(b"\0" * 128 + b"DICM" + b"junk" * 50)
+    Image.fromarray(np.zeros((1, 1), np.uint8)).save(bad / "pixel.png")
+    nib.save(nib.Nifti1Image(np.full((20, 20, 2), np.nan, np.float32), np.eye(4)), bad / "nan.nii.gz")
+    _write_video(bad / "noframes.mp4", [_phantom(3, (32, 32))])  # a clip cut after its header: no frames
+    (bad / "noframes.mp4").write_bytes((bad / "noframes.mp4").read_bytes()[:48])
+    out = tmp_path / "out"
+    summary = prepare(root, out, progress=False)
+    data = json.loads((out / "datalist.json").read_text())
+    report = {r["path"]: r for r in csv.DictReader(open(out / "report.csv"))}
+    assert summary["counts"]["images"] == 6 and summary["counts"]["masks"] == 6
+    listed = {Path(e["image"]).name for e in data["pretraining"]}
+    assert len(data["pretraining"]) == 6 and not any("orphan" in n for n in listed)
+    assert all("annot" not in e["image"] for e in data["pretraining"])  # masks never listed as images
+    labelled = data["training"] + data["validation"] + data["test"]
+    assert len(labelled) == 6 and all(Path(e["mask"]).name == Path(e["image"]).name and "annot" in e["mask"] for e in labelled)
+    assert {Path(e["image"]).stem for e in data["test"]} == {"case4", "case5"}  # the published test folder
+    assert report["scans/orphan_mask.png"]["status"] == "skipped" and "no image" in report["scans/orphan_mask.png"]["reason"]
+    for name, reason in [("empty.png", "0 bytes"), ("truncated.png", ""), ("garbage.dcm", ""), ("pixel.png", "minimum side"),
+                         ("nan.nii.gz", "NaN"), ("noframes.mp4", "")]:
+        row = report[f"bad/{name}"]
+        assert row["status"] == "skipped" and reason in row["reason"] and row["reason"], (name, row)
+    assert report["notes.txt"]["status"] == "skipped"
+    assert len(report) == summary["counts"]["files"] == sum(1 for p in root.rglob("*") if p.is_file())
+    assert not (root / "datalist.json").exists()  # the download is never written to
+    # the PNG cache: the same lists, pointing at 8-bit PNGs
+    cached = prepare(root, tmp_path / "cached", cache=True, progress=False)
+    data = json.loads((tmp_path / "cached" / "datalist.json").read_text())
+    assert cached["counts"]["pretraining"] == 6 and all(Path(e["image"]).is_file() and "cache" in e["image"] for e in data["pretraining"])
+    assert all(np.array(Image.open(e["mask"])).max() == 255 for e in data["training"])
+
+
+def test_group_splits_keep_groups_together_and_stratify():
+    groups = [f"p{i // 3}" for i in range(90)]  # 30 patients, 3 items each
+    labels = ["a" if i < 45 else "b" for i in range(90)]
+    splits = group_splits(groups, labels, (0.6, 0.2, 0.2), seed=3)
+    by_group = {}
+    for g, s in zip(groups, splits):
+        by_group.setdefault(g, set()).add(s)
+    assert all(len(v) == 1 for v in by_group.values())
+    assert {s: splits.count(s) for s in ("train", "val", "test")} == {"train": 54, "val": 18, "test": 18}
+    for lab in "ab":
+        assert sum(1 for s, l in zip(splits, labels) if s == "test" and l == lab) == 9
+    assert splits == group_splits(groups[::-1], labels[::-1], (0.6, 0.2, 0.2), seed=3)[::-1]  # order independent
+    assert splits != group_splits(groups, labels, (0.6, 0.2, 0.2), seed=4)
+
+
+# --------------------------------------------------------------------------------------------- dedup
+
+
+def test_dedup_exclude_removes_modified_test_copy_and_keeps_others(tmp_path):
+    train, test = tmp_path / "train", tmp_path / "test"
+    train.mkdir()
+    test.mkdir()
+    for i in range(12):
+        Image.fromarray(_phantom(100 + i, (120, 140))).save(train / f"t{i}.png")
+    leaked = _phantom(7, (120, 140))
+    Image.fromarray(leaked).save(test / "x.png")
+    Image.fromarray(_phantom(8, (120, 140))).save(test / "y.png")
+    im = Image.fromarray(leaked).resize((126, 108), Image.Resampling.BICUBIC)
+    im = ImageEnhance.Brightness(im).enhance(1.1)
+    im.save(train / "copy.jpg", quality=80)
+    Image.fromarray(leaked).save(train / "exact.png")
+    pre = {"pretraining": [{"image": str(p)} for p in sorted(train.iterdir())]}
+    (tmp_path / "pre.json").write_text(json.dumps(pre))
+    (tmp_path / "test.json").write_text(json.dumps({"test": [{"image": str(p)} for p in sorted(test.iterdir())]}))
+    summary = dedup([tmp_path / "pre.json"], tmp_path / "dd", exclude=tmp_path / "test.json", progress=False)
+    kept = {Path(e["image"]).name for e in json.loads((tmp_path / "dd" / "pre.json").read_text())["pretraining"]}
+    assert kept == {f"t{i}.png" for i in range(12)} and summary["removed"] == {"pre.json": 2}
+    groups = json.loads((tmp_path / "dd" / "groups.json").read_text())["groups"]
+    assert [sorted(Path(m["image"]).name for m in g["members"]) for g in groups] == [["copy.jpg", "exact.png"]]
+
+
+# ------------------------------------------------------------------------------------------- catalog
+
+
+def test_catalog_has_shared_and_named_sets():
+    names = {e["name"] for e in load_catalog()}
+    assert {"BUSI", "HC18", "STU-Hospital", "USAnotAI", "DDTI", "COVID-BLUES"} <= names and len(names) >= 42
+    for e in load_catalog():
+        assert {"organ", "images", "task", "labels", "source", "licence", "layout"} <= set(e)
+        assert isinstance(e["images"], int) or e["images"] == "unknown"
+    assert find_dataset("/data/raw/hip-dicom")["name"] == "Radiopaedia-hip-cine" and find_dataset("nothing") is None
+    assert "BUSI" in catalog_table()
+
+
+# --------------------------------------------------------------------------------- real downloads
+
+
+@needs_raw
+def test_readers_on_real_files():
+    dcm = sorted((RAW / "hip-dicom" / "dicoms" / "ultrasound").glob("*.dcm"))[0]
+    label = RAW / "hip-dicom" / "labels" / "ultrasound" / (dcm.stem + ".nii.gz")
+    info, linfo = probe(dcm), probe(label)
+    assert info.n_frames == linfo.n_frames >= 2 and (info.height, info.width) == (linfo.height, linfo.width)
+    frame = read_frame(dcm, 1)
+    assert frame.ndim == 2 and frame.dtype == np.uint8 and frame.max() > 100
+    assert set(np.unique(read_frame(label, 1, mask=True))) <= {0, 1, 2, 3}
+    gif = next((RAW / "ddti" / "mask").glob("*.gif"))
+    assert set(np.unique(read_frame(gif, mask=True))) <= {0, 255}
+    pal = next((RAW / "usgra-seg" / "dataset" / "masks").glob("*.png"))
+    assert set(np.unique(read_frame(pal, mask=True))) <= {0, 1, 2} and is_label_map(read_frame(pal, mask=True))
+    video = sorted((RAW / "covid-blues" / "lus_videos").glob("*.mp4"))[0]
+    assert probe(video).n_frames == sum(1 for _ in iter_frames(video)) > 10
+
+
+# folder -> (images, masks): the files there (see ../shared/data/README.md)
+REAL_COUNTS = {"usgra-seg": (244, 244), "ddti": (655, 655), "muscle": (179, 0), "hip-planes": (51, 0),
+               "covid-blues": (121, 0), "hip-dicom": (7, 7)}
+
+
+@needs_raw
+@pytest.mark.slow
+@pytest.mark.parametrize("folder", sorted(REAL_COUNTS))
+def test_prepare_real_downloads(folder, tmp_path):
+    summary = prepare(RAW / folder, tmp_path, progress=False)
+    c = summary["counts"]
+    assert (c["images"], c["masks"]) == REAL_COUNTS[folder]
+    assert c["files"] == sum(1 for p in (RAW / folder).rglob("*") if p.is_file())
+    data = json.loads((tmp_path / "datalist.json").read_text())
+    labelled = data["training"] + data["validation"] + data["test"]
+    if folder == "ddti":  # several crops per case: a case is on one side only
+        side = {}
+        for split in ("training", "validation", "test"):
+            for e in data[split]:
+                side.setdefault(e["group"], set()).add(split)
+        assert all(len(s) == 1 for s in side.values()) and len(side) < len(labelled)
+        assert all(Path(e["mask"]).stem == Path(e["image"]).stem for e in labelled)
+    if folder == "covid-blues":  # patients on one side; every frame of a clip carries its severity
+        assert {e["label"] for e in labelled} <= {"0", "1", "2", "3"}
+        side = {}
+        for split in ("training", "validation", "test"):
+            for e in data[split]:
+                side.setdefault(e["group"], set()).add(split)
+        assert all(len(s) == 1 for s in side.values())
+    if folder == "usgra-seg":
+        assert len(data["test"]) == 40 and all("/test/" in e["image"] for e in data["test"])
+    if folder == "hip-dicom":
+        assert len(data["pretraining"]) == sum(probe(p).n_frames for p in (RAW / folder).rglob("*.dcm"))
+        assert all("frame" in e for e in data["pretraining"])
+
+
+@needs_busi
+@pytest.mark.slow
+def test_prepare_busi_keeps_published_split(tmp_path):
+    summary = prepare(SHARED / "busi", tmp_path, progress=False)
+    assert (summary["counts"]["images"], summary["counts"]["masks"]) == (780, 780)
+    data = json.loads((tmp_path / "datalist.json").read_text())
+    assert (len(data["training"]), len(data["validation"]), len(data["test"])) == (546, 78, 156)
+    assert data["classes"] == ["benign", "malignant", "normal"]
