@@ -194,7 +194,9 @@ def test_dedup_exclude_removes_modified_test_copy_and_keeps_others(tmp_path):
     kept = {Path(e["image"]).name for e in json.loads((tmp_path / "dd" / "pre.json").read_text())["pretraining"]}
     assert kept == {f"t{i}.png" for i in range(12)} and summary["removed"] == {"pre.json": 2}
     groups = json.loads((tmp_path / "dd" / "groups.json").read_text())["groups"]
-    assert [sorted(Path(m["image"]).name for m in g["members"]) for g in groups] == [["copy.jpg", "exact.png"]]
+    names = [sorted(Path(m["image"]).name for m in g["members"]) for g in groups]
+    assert ["copy.jpg", "exact.png"] in names  # the two copies group together, and with no other image
+
 
 
 # ------------------------------------------------------------------------------------------- catalog
