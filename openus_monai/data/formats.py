@@ -170,13 +170,14 @@ def _palette_mask(frame) -> np.ndarray:
     return idx
 
 
-def _pil_info(path: str) -> SourceInfo:
+def _pil_info(path: str, decode: bool) -> SourceInfo:
     from PIL import Image
 
     with Image.open(path) as img:
         w, h = img.size
         n = int(getattr(img, "n_frames", 1))
-        img.load()  # decodes the first frame: a truncated file fails here
+        if decode:
+            img.load()  # decodes the first frame: a truncated file fails here
     return SourceInfo("raster", n, h, w)
 
 
@@ -262,12 +263,14 @@ def _fail(path: str, e: Exception) -> InvalidImageError:
     return InvalidImageError(path, f"cannot be read ({type(e).__name__}: {str(e).strip().splitlines()[0] if str(e).strip() else ''})")
 
 
-def probe(path: str | os.PathLike, min_size: int = DEFAULT_MIN_SIZE) -> SourceInfo:
+def probe(path: str | os.PathLike, min_size: int = DEFAULT_MIN_SIZE, decode: bool = True) -> SourceInfo:
     """Kind, frame count and frame size of a file, from its header where the format allows.
 
     Args:
         path: the file.
         min_size: refuse frames with a side below this (a 1-pixel "image" is an export error).
+        decode: still images: decode the first frame too, so that a truncated file is refused here (False
+            when the caller decodes it next anyway).
 
     Raises:
         InvalidImageError: not an image format, empty, unreadable, too small, or no frames.
@@ -282,7 +285,7 @@ def probe(path: str | os.PathLike, min_size: int = DEFAULT_MIN_SIZE) -> SourceIn
         raise InvalidImageError(path, "empty file (0 bytes)")
     try:
         if kind == "raster":
-            info = _pil_info(path)
+            info = _pil_info(path, decode)
         elif kind == "video":
             info = _video_info(path)
         else:

@@ -33,6 +33,7 @@ import os
 import re
 from collections import Counter
 from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -57,6 +58,15 @@ _MASK_SUFFIX = re.compile(r"[_\- ](mask|masks|annotation|seg|segmentation|gt|lab
 _DATALIST_KEYS = ("training", "validation", "test")
 
 
+def _value_counts(frame: np.ndarray) -> np.ndarray:
+    """Pixel count of every distinct value (bincount for 8/16-bit integers: no sort)."""
+    flat = np.asarray(frame).ravel()
+    if flat.dtype in (np.uint8, np.uint16, np.bool_):
+        counts = np.bincount(flat.astype(np.int64) if flat.dtype == np.bool_ else flat)
+        return counts[counts > 0]
+    return np.unique(flat, return_counts=True)[1]
+
+
 def is_label_map(frame: np.ndarray, coverage: float = 0.97, max_values: int = 16) -> bool:
     """Whether a 2D frame is a label map (mask) rather than an ultrasound image, from its values.
 
@@ -70,8 +80,8 @@ def is_label_map(frame: np.ndarray, coverage: float = 0.97, max_values: int = 16
         coverage: fraction of pixels the most frequent values must cover.
         max_values: how many distinct values a label map may have.
     """
-    values, counts = np.unique(np.asarray(frame), return_counts=True)
-    if len(values) <= max_values:
+    counts = _value_counts(frame)
+    if len(counts) <= max_values:
         return True
     top = np.sort(counts)[-max_values:].sum()
     return bool(top >= coverage * counts.sum())
@@ -211,6 +221,7 @@ def prepare(
     seed: int = 0,
     fractions: tuple[float, float, float] = (0.7, 0.1, 0.2),
     progress: bool = True,
+    workers: int = 2,
 ) -> dict:
     """Scan a download and write ``out/datalist.json``, ``out/report.json``, ``out/report.csv`` (and the cache).
 
@@ -224,6 +235,7 @@ def prepare(
         seed: seed of the drawn splits.
         fractions: (train, val, test) fractions of drawn splits.
         progress: show a progress bar.
+        workers: threads that read files (image decoders release the GIL).
 
     Returns:
         the report summary: ``dataset``, ``counts`` (files found/used/skipped, images, masks, frames,
@@ -242,30 +254,13 @@ def prepare(
     rows: list[dict] = []
     sources: list[_Source] = []
     paths = list(_walk(root))
-    bar = _progress(paths, progress, "scan")
-    for path in bar:
-        rel = os.path.relpath(path, root).replace(os.sep, "/")
-        kind = source_kind(path)
-        if kind is None:
-            ext = os.path.splitext(path)[1].lower() or "no extension"
-            rows.append(_report_row(rel, None, "other", "skipped", f"not an image, volume or video ({ext})"))
-            continue
-        try:
-            info = probe(path)
-            # content: the first frame (a mask read as label values: palette indices)
-            first = next(iter_frames(path, stride=info.n_frames + 1))[1]
-        except InvalidImageError as e:
-            rows.append(_report_row(rel, kind, "unknown", "skipped", e.reason))
-            continue
-        label_map = kind != "video" and is_label_map(first)
-        says_mask = _layout_says_mask(rel, layout)
-        if says_mask and not label_map:
-            rows.append(_report_row(rel, kind, "mask", "skipped", "in a mask location but its content looks like an image", info.n_frames))
-            continue
-        if not says_mask and label_map and len(np.unique(first)) == 1:
-            rows.append(_report_row(rel, kind, "image", "skipped", "blank image (one value)", info.n_frames))
-            continue
-        sources.append(_Source(path, rel, kind, info.n_frames, "mask" if label_map else "image", len(np.unique(first))))
+    with ThreadPoolExecutor(max(1, int(workers))) as pool:  # decoders release the GIL
+        scanned = pool.map(lambda p: _scan_file(p, root, layout), paths)
+        for row, source in _progress(scanned, progress, "scan", total=len(paths)):
+            if row is not None:
+                rows.append(row)
+            if source is not None:
+                sources.append(source)
     _pair_masks(sources, rows)
     # labels, groups, splits
     table = _csv_labels(root, layout["labels"]) if layout.get("labels") else {}
@@ -330,6 +325,29 @@ def prepare(
         writer.writeheader()
         writer.writerows(rows)
     return summary
+
+
+def _scan_file(path: str, root: Path, layout: dict) -> tuple[dict | None, _Source | None]:
+    """Look at one file: ``(report row, None)`` when it is skipped, ``(None, source)`` when it is an image or mask."""
+    rel = os.path.relpath(path, root).replace(os.sep, "/")
+    kind = source_kind(path)
+    if kind is None:
+        ext = os.path.splitext(path)[1].lower() or "no extension"
+        return _report_row(rel, None, "other", "skipped", f"not an image, volume or video ({ext})"), None
+    try:
+        info = probe(path, decode=False)
+        # content: the first frame, decoded here (a truncated file fails now)
+        first = next(iter_frames(path, stride=info.n_frames + 1))[1]
+    except InvalidImageError as e:
+        return _report_row(rel, kind, "unknown", "skipped", e.reason), None
+    n_values = len(_value_counts(first))
+    label_map = kind != "video" and is_label_map(first)
+    says_mask = _layout_says_mask(rel, layout)
+    if says_mask and not label_map:
+        return _report_row(rel, kind, "mask", "skipped", "in a mask location but its content looks like an image", info.n_frames), None
+    if not says_mask and n_values == 1:
+        return _report_row(rel, kind, "image", "skipped", "blank image (one value)", info.n_frames), None
+    return None, _Source(path, rel, kind, info.n_frames, "mask" if label_map else "image", n_values)
 
 
 def _pair_masks(sources: list[_Source], rows: list[dict]) -> None:
@@ -430,12 +448,12 @@ def _frame_entries(s: _Source, it: dict, out: Path, root: Path, cache: bool, str
     return result
 
 
-def _progress(items: list, enabled: bool, desc: str):
+def _progress(items: Iterable, enabled: bool, desc: str, total: int | None = None):
     if not enabled:
         return items
     from tqdm.auto import tqdm
 
-    return tqdm(items, desc=desc, unit="file", leave=False)
+    return tqdm(items, desc=desc, unit="file", leave=False, total=total)
 
 
 def summary_table(summaries: list[dict]) -> str:
