@@ -276,3 +276,43 @@ def test_prepare_busi_keeps_published_split(tmp_path):
     data = json.loads((tmp_path / "datalist.json").read_text())
     assert (len(data["training"]), len(data["validation"]), len(data["test"])) == (546, 78, 156)
     assert data["classes"] == ["benign", "malignant", "normal"]
+
+
+# --------------------------------------------------------------------------- downstream bundles
+
+
+def _train_one_epoch(bundle: str, dataset_dir: Path, tmp_path: Path, **overrides) -> None:
+    from monai.bundle import ConfigWorkflow
+
+    configs = REPO / "bundles" / bundle / "configs"
+    workflow = ConfigWorkflow(
+        config_file=[str(configs / "train.json"), str(configs / "tiny.json")], meta_file=str(configs / "metadata.json"),
+        logging_file=False, workflow_type="train", dataset_dir=str(dataset_dir), ckpt_dir=str(tmp_path / "models"),
+        output_dir=str(tmp_path / "train"), max_epochs=1, num_workers=0, cache_rate=0.0, **overrides,
+    )
+    workflow.initialize()
+    workflow.run()
+    workflow.finalize()
+    assert (tmp_path / "models" / "model.pt").is_file()
+
+
+@needs_raw
+@pytest.mark.slow
+def test_bundles_train_on_prepared_lists(tmp_path):
+    """openus_seg on DDTI's prepared lists (cached image/mask PNGs, 0/255 masks) and openus_cls on hip-planes'
+    (class = folder), one short epoch each, reading datalist.json as-is."""
+    import shutil
+
+    ddti = tmp_path / "ddti"  # 24 crops of 4 cases, the download's layout (cropped/, mask/, diagnosis.csv)
+    (ddti / "cropped").mkdir(parents=True)
+    (ddti / "mask").mkdir()
+    for img in sorted((RAW / "ddti" / "cropped").glob("1[0-3]_*.png"))[:24]:
+        shutil.copy(img, ddti / "cropped" / img.name)
+        shutil.copy(RAW / "ddti" / "mask" / (img.stem + ".gif"), ddti / "mask" / (img.stem + ".gif"))
+    shutil.copy(RAW / "ddti" / "diagnosis.csv", ddti / "diagnosis.csv")
+    prepare(ddti, tmp_path / "ddti_prepared", cache=True, progress=False)
+    _train_one_epoch("openus_seg", tmp_path / "ddti_prepared", tmp_path / "seg", epoch_length=2)
+    prepare(RAW / "hip-planes", tmp_path / "hip_prepared", progress=False)
+    data = json.loads((tmp_path / "hip_prepared" / "datalist.json").read_text())
+    assert len(data["classes"]) == 6
+    _train_one_epoch("openus_cls", tmp_path / "hip_prepared", tmp_path / "cls")
