@@ -82,7 +82,7 @@ class OpenUSCLI:
 
     def prepare(
         self, root: str, out: str, dataset: str | None = None, cache: bool = False, frame_stride: int = 1,
-        seed: int = 0, progress: bool = True,
+        seed: int = 0, progress: bool = True, published_splits: bool = True,
     ) -> str:
         """Turn a download ROOT into OUT/datalist.json, OUT/report.json and OUT/report.csv (see data/prepare.py).
 
@@ -94,14 +94,18 @@ class OpenUSCLI:
             frame_stride: keep every N-th frame of videos, cines and volumes.
             seed: seed of drawn splits.
             progress: show progress bars.
+            published_splits: keep published splits; False draws leak-free ones (groups and near duplicates).
 
         Returns:
             the summary table.
         """
         from openus_monai.data.prepare import prepare, summary_table
 
-        summary = prepare(root, out, dataset=dataset, cache=cache, frame_stride=frame_stride, seed=seed, progress=progress)
+        summary = prepare(root, out, dataset=dataset, cache=cache, frame_stride=frame_stride, seed=seed, progress=progress,
+                          published_splits=published_splits)
         reasons = "\n".join(f"  skipped {n:6d}: {r}" for r, n in summary["skip_reasons"].items())
+        if summary["duplicate_groups_across_published_splits"]:
+            reasons += f"\n  {summary['duplicate_groups_across_published_splits']} near-duplicate groups straddle the published splits (--published_splits False redraws them)"
         return summary_table([summary]) + ("\n" + reasons if reasons else "") + f"\nwrote {out}/datalist.json, report.json, report.csv"
 
     def dedup(self, *datalists: str, out: str, exclude: str | tuple | None = None, radius: int | None = None,

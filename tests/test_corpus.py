@@ -276,6 +276,7 @@ def test_prepare_busi_keeps_published_split(tmp_path):
     data = json.loads((tmp_path / "datalist.json").read_text())
     assert (len(data["training"]), len(data["validation"]), len(data["test"])) == (546, 78, 156)
     assert data["classes"] == ["benign", "malignant", "normal"]
+    assert summary["duplicate_groups_across_published_splits"] > 10  # the published split leaks near duplicates
 
 
 # --------------------------------------------------------------------------- downstream bundles
@@ -316,3 +317,18 @@ def test_bundles_train_on_prepared_lists(tmp_path):
     data = json.loads((tmp_path / "hip_prepared" / "datalist.json").read_text())
     assert len(data["classes"]) == 6
     _train_one_epoch("openus_cls", tmp_path / "hip_prepared", tmp_path / "cls")
+
+
+@needs_busi
+@pytest.mark.slow
+def test_busi_redrawn_splits_keep_duplicates_together(tmp_path):
+    summary = prepare(SHARED / "busi", tmp_path, progress=False, published_splits=False)
+    data = json.loads((tmp_path / "datalist.json").read_text())
+    split_of = {e["image"]: s for s in ("training", "validation", "test") for e in data[s]}
+    assert len(split_of) == 780 and summary["duplicate_groups_across_published_splits"] == 0
+    dd = dedup([tmp_path / "datalist.json"], tmp_path / "dd", progress=False)
+    groups = json.loads((tmp_path / "dd" / "groups.json").read_text())["groups"]
+    assert dd["groups"] > 100
+    assert all(len({split_of[m["image"]] for m in g["members"]}) == 1 for g in groups)  # no duplicate across splits
+    for label in ("benign", "malignant", "normal"):  # still stratified: each class in every split
+        assert all(any(e["label"] == label for e in data[s]) for s in ("training", "validation", "test"))

@@ -40,6 +40,7 @@ from pathlib import Path
 import numpy as np
 
 from .catalog import find_dataset
+from .dedup import DEFAULT_RADIUS, duplicate_groups, hash_entries
 from .formats import iter_frames, probe, source_kind, to_uint8
 from .readers import SPLIT_ALIASES, read_labels_csv
 from .splits import group_splits
@@ -222,6 +223,9 @@ def prepare(
     fractions: tuple[float, float, float] = (0.7, 0.1, 0.2),
     progress: bool = True,
     workers: int = 2,
+    dedup_groups: bool = True,
+    radius: int = DEFAULT_RADIUS,
+    published_splits: bool = True,
 ) -> dict:
     """Scan a download and write ``out/datalist.json``, ``out/report.json``, ``out/report.csv`` (and the cache).
 
@@ -236,6 +240,12 @@ def prepare(
         fractions: (train, val, test) fractions of drawn splits.
         progress: show a progress bar.
         workers: threads that read files (image decoders release the GIL).
+        dedup_groups: merge the groups of near-duplicate labelled images (first frames), so drawn splits
+            keep duplicates on one side; published splits are kept, and duplicate groups that straddle
+            them are counted in ``duplicate_groups_across_published_splits``.
+        radius: near-duplicate Hamming radius (:data:`~openus_monai.data.dedup.DEFAULT_RADIUS`).
+        published_splits: keep the splits a download publishes (split column, ``test`` folders); False
+            draws new group-aware splits for every labelled image (e.g. BUSI, whose published split leaks).
 
     Returns:
         the report summary: ``dataset``, ``counts`` (files found/used/skipped, images, masks, frames,
@@ -274,8 +284,9 @@ def prepare(
     for s in (s for s in sources if s.role == "image"):
         rec = csv_records.get(os.path.normpath(s.path), {})
         label = rec.get("label") or _label_of(s, layout, table)
-        split = rec.get("split") or _split_from_folders(s.rel)
+        split = (rec.get("split") or _split_from_folders(s.rel)) if published_splits else None
         items.append({"src": s, "label": label, "split": split, "group": _group_of(s.rel, layout), "mask": s.masks[0] if s.masks else None})
+    leaks = _merge_duplicate_groups(items, radius) if dedup_groups else None
     _assign_missing_splits(items, seed, fractions)
     lists: dict[str, list] = {"pretraining": [], **{k: [] for k in _DATALIST_KEYS}}
     frames_total = 0
@@ -313,6 +324,7 @@ def prepare(
             **{k: len(v) for k, v in lists.items()},
         },
         "labels": dict(sorted(Counter(str(e["label"]) for k in _DATALIST_KEYS for e in lists[k] if "label" in e).items())),
+        "duplicate_groups_across_published_splits": leaks,
         "skip_reasons": dict(Counter(_reason_kind(r["reason"]) for r in rows if r["status"] == "skipped").most_common()),
     }
     datalist = {**{k: v for k, v in lists.items()}, "dataset": summary["dataset"], "root": str(root)}
@@ -396,6 +408,28 @@ def _split_from_folders(rel: str) -> str | None:
         if split:
             return split
     return None
+
+
+def _merge_duplicate_groups(items: list[dict], radius: int) -> int:
+    """Join the groups of labelled items whose first frames are near duplicates (in place).
+
+    Returns:
+        how many duplicate groups hold items of different published splits (leaks of the published split).
+    """
+    labelled = [it for it in items if it["label"] is not None or it["mask"] is not None]
+    if len(labelled) < 2:
+        return 0
+    hashes, digests, errors = hash_entries([{"image": it["src"].path, "frame": 0 if it["src"].n_frames > 1 else None} for it in labelled])
+    leaks = 0
+    for g in duplicate_groups(hashes, digests, radius, valid=np.array([e is None for e in errors])):
+        members = [labelled[k] for k in g]
+        leaks += len({it["split"] for it in members if it["split"]}) > 1
+        joined = min(it["group"] for it in members)
+        old = {it["group"] for it in members}
+        for it in labelled:
+            if it["group"] in old:
+                it["group"] = joined
+    return leaks
 
 
 def _assign_missing_splits(items: list[dict], seed: int, fractions: tuple[float, float, float]) -> None:
