@@ -332,3 +332,35 @@ def test_busi_redrawn_splits_keep_duplicates_together(tmp_path):
     assert all(len({split_of[m["image"]] for m in g["members"]}) == 1 for g in groups)  # no duplicate across splits
     for label in ("benign", "malignant", "normal"):  # still stratified: each class in every split
         assert all(any(e["label"] == label for e in data[s]) for s in ("training", "validation", "test"))
+
+
+def test_corpus_joins_sources_without_test_leaks_or_duplicates(tmp_path):
+    from openus_monai.data.corpus import build_corpus
+    from openus_monai.data import build_datalist
+
+    root = tmp_path / "downloads"
+    a, b = root / "raw" / "seta", root / "setb"
+    for split in ("train", "test"):
+        (b / split / "images").mkdir(parents=True)
+        (b / split / "masks").mkdir(parents=True)
+    a.mkdir(parents=True)
+    for i in range(4):
+        split = "test" if i == 3 else "train"
+        img = _phantom(200 + i, (90, 100))
+        Image.fromarray(img).save(b / split / "images" / f"b{i}.png")
+        mask = np.zeros((90, 100), np.uint8)
+        mask[20:50, 30:60] = 255
+        Image.fromarray(mask).save(b / split / "masks" / f"b{i}.png")
+    for i in range(5):
+        Image.fromarray(_phantom(300 + i, (90, 100))).save(a / f"a{i}.png")
+    Image.fromarray(_phantom(203, (90, 100))).resize((90, 81)).save(a / "copy_of_test.jpg", quality=85)
+    Image.fromarray(_phantom(200, (90, 100))).save(a / "copy_of_b0.png")
+    result = build_corpus(root, tmp_path / "corpus", exclude=["setb"], frame_stride=1, progress=False)
+    data = json.loads((tmp_path / "corpus" / "datalist.json").read_text())
+    rows = {r["source"]: r for r in result["sources"]}
+    assert rows["setb"]["test_leaks_removed"] == 1 and rows["seta"]["test_leaks_removed"] == 1  # b3 and its copy
+    assert rows["seta"]["duplicates_removed"] + rows["setb"]["duplicates_removed"] == 1  # b0 and copy_of_b0: one kept
+    assert len(data["pretraining"]) == 5 + 3 == sum(r["kept"] for r in rows.values())  # a0-a4 + b0-b2 (or copy_of_b0)
+    assert {e["source"] for e in data["pretraining"]} == {"seta", "setb"}
+    assert len(build_datalist(tmp_path / "corpus", "pretraining")["training"]) == 8  # the pretraining bundle's reader
+    assert "total" in result["table"]
