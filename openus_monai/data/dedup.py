@@ -15,6 +15,7 @@ import hashlib
 import json
 import os
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -54,29 +55,31 @@ def _key(e: dict) -> tuple[str, int]:
     return e["image"], int(e.get("frame", -1) if e.get("frame") is not None else -1)
 
 
-def hash_entries(entries: Sequence[dict], progress: bool = False) -> tuple[np.ndarray, list[str], list[str | None]]:
-    """Perceptual hash and pixel digest of each entry's frame.
+def _hash_one(entry: dict) -> tuple[np.uint64, str, str | None]:
+    try:
+        frame = to_uint8(read_frame(entry["image"], entry.get("frame")))
+    except InvalidImageError as err:
+        return np.uint64(0), "", err.reason
+    digest = hashlib.blake2b(frame.tobytes() + str(frame.shape).encode(), digest_size=16).hexdigest()
+    return phash(frame), digest, None
+
+
+def hash_entries(entries: Sequence[dict], progress: bool = False, workers: int = 2) -> tuple[np.ndarray, list[str], list[str | None]]:
+    """Perceptual hash and pixel digest of each entry's frame, read in ``workers`` threads.
 
     Returns:
         ``(hashes [N] uint64, digests, errors)``; an entry that cannot be read gets hash 0, digest ""
         and its error text (others None).
     """
-    hashes = np.zeros(len(entries), np.uint64)
-    digests, errors = [""] * len(entries), [None] * len(entries)
-    it = entries
-    if progress:
-        from tqdm.auto import tqdm
+    with ThreadPoolExecutor(max(1, int(workers))) as pool:  # decoding releases the GIL
+        results = pool.map(_hash_one, entries)
+        if progress:
+            from tqdm.auto import tqdm
 
-        it = tqdm(entries, desc="hash", unit="img", leave=False)
-    for i, e in enumerate(it):
-        try:
-            frame = to_uint8(read_frame(e["image"], e.get("frame")))
-        except InvalidImageError as err:
-            errors[i] = err.reason
-            continue
-        hashes[i] = phash(frame)
-        digests[i] = hashlib.blake2b(frame.tobytes() + str(frame.shape).encode(), digest_size=16).hexdigest()
-    return hashes, digests, errors
+            results = tqdm(results, total=len(entries), desc="hash", unit="img", leave=False)
+        results = list(results)
+    hashes = np.array([r[0] for r in results], dtype=np.uint64)
+    return hashes, [r[1] for r in results], [r[2] for r in results]
 
 
 def duplicate_groups(hashes: np.ndarray, digests: Sequence[str], radius: int = DEFAULT_RADIUS,
