@@ -73,18 +73,7 @@ def build_corpus(
         else:
             raise FileNotFoundError(f"--exclude {item!r} is neither a datalist file nor a dataset folder under {root}")
     dd = dedup(lists, out / "dedup", exclude=tests or None, radius=radius, progress=progress)
-    # one member per duplicate group stays (the first, in source order)
-    drop = set()
-    for group in json.loads((out / "dedup" / "groups.json").read_text(encoding="utf-8"))["groups"]:
-        seen = []
-        for m in group["members"]:
-            if m["list"] != "pretraining":
-                continue
-            key = (m["image"], m["frame"])
-            if seen and key not in seen:
-                drop.add(key)
-            elif not seen:
-                seen.append(key)
+    drop = _redundant(json.loads((out / "dedup" / "groups.json").read_text(encoding="utf-8"))["groups"], radius)
     names = output_names(lists)
     pretraining, rows = [], []
     for name, lst, written in zip(prepared, lists, names):
@@ -104,6 +93,27 @@ def build_corpus(
         w.writeheader()
         w.writerows(rows)
     return {"table": _table(rows), "sources": rows, "dedup": dd, "datalist": str(out / "datalist.json")}
+
+
+def _redundant(groups: list[dict], radius: int) -> set[tuple[str, int | None]]:
+    """Pretraining entries to drop: in each duplicate group, a member is kept unless it is pixel-identical or
+    within ``radius`` of a member already kept (in source order). Groups are connected components, so a
+    chain of gradually changing frames (a clip) keeps one frame per ``radius`` of change, not one in all."""
+    drop = set()
+    for group in groups:
+        kept: list[int] = []
+        seen = set()
+        for m in group["members"]:
+            key = (m["image"], m["frame"])
+            if m["list"] != "pretraining" or key in seen:
+                continue
+            seen.add(key)
+            h = int(m["hash"], 16)
+            if group["exact"] and kept or any(bin(h ^ k).count("1") <= radius for k in kept):
+                drop.add(key)
+            else:
+                kept.append(h)
+    return drop
 
 
 def _table(rows: list[dict]) -> str:

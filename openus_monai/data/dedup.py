@@ -174,7 +174,8 @@ def dedup(
         for k in g:
             for e in members_of[k]:
                 members.append({"datalist": e["_datalist"], "list": e["_list"], "image": e["image"], "frame": e.get("frame"),
-                                "label": e.get("label"), "distance": int(np.bitwise_count(hashes[k] ^ ref))})
+                                "label": e.get("label"), "distance": int(np.bitwise_count(hashes[k] ^ ref)),
+                                "hash": f"{int(hashes[k]):016x}"})
         is_exact = len({digests[k] for k in g}) == 1
         exact += is_exact
         cross_datalist += len({m["datalist"] for m in members}) > 1
@@ -183,7 +184,7 @@ def dedup(
         group_rows.extend({"group": gid, "exact": is_exact, **m} for m in members)
     atomic_write_json({"radius": radius, "groups": records}, out / "groups.json")
     with open(out / "groups.csv", "w", newline="", encoding="utf-8") as f:
-        w = csv.DictWriter(f, fieldnames=["group", "exact", "datalist", "list", "image", "frame", "label", "distance"])
+        w = csv.DictWriter(f, fieldnames=["group", "exact", "datalist", "list", "image", "frame", "label", "distance", "hash"])
         w.writeheader()
         w.writerows(group_rows)
     summary = {

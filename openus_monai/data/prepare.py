@@ -357,7 +357,7 @@ def _scan_file(path: str, root: Path, layout: dict) -> tuple[dict | None, _Sourc
     says_mask = _layout_says_mask(rel, layout)
     if says_mask and not label_map:
         return _report_row(rel, kind, "mask", "skipped", "in a mask location but its content looks like an image", info.n_frames), None
-    if not says_mask and n_values == 1:
+    if not says_mask and n_values == 1 and info.n_frames == 1:  # a clip may start black: its frames are checked one by one
         return _report_row(rel, kind, "image", "skipped", "blank image (one value)", info.n_frames), None
     return None, _Source(path, rel, kind, info.n_frames, "mask" if label_map else "image", n_values)
 
@@ -462,6 +462,8 @@ def _frame_entries(s: _Source, it: dict, out: Path, root: Path, cache: bool, str
     extra = {k: it[k] for k in ("label",) if it[k] is not None}
     for k, frame in iter_frames(s.path, stride=stride if sequence else 1) if (cache or not sequence) else ((k, None) for k in range(0, s.n_frames, stride)):
         fk = k if sequence else None
+        if cache and sequence and not it["mask"] and frame.min() == frame.max():
+            continue  # a blank frame of a clip (fade-in, frozen probe): nothing to learn from
         if cache:
             img_path = _cache_path(out, s.rel, fk, mask=False)
             _write_png(img_path, frame, mask=False)
