@@ -93,6 +93,46 @@ def test_readers_on_written_files(tmp_path):
     assert out["image"].shape == (1, 40, 48) and np.array_equal(out["image"][0].numpy(), cine[1])
 
 
+def _write_us_dicom(path: Path, rgb: np.ndarray, photometric: str) -> None:
+    """A multi-frame ultrasound DICOM ``[T, H, W, 3]`` stored as RGB or YBR_FULL (pydicom 2.4 or 3)."""
+    pydicom = pytest.importorskip("pydicom")
+    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.3.1"  # Ultrasound Multi-frame Image Storage
+    meta.MediaStorageSOPInstanceUID = generate_uid()
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds = Dataset()
+    ds.file_meta = meta
+    ds.SOPClassUID, ds.SOPInstanceUID = meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID
+    ds.Modality, ds.PatientID, ds.StudyInstanceUID, ds.SeriesInstanceUID = "US", "x", generate_uid(), generate_uid()
+    ds.NumberOfFrames, ds.Rows, ds.Columns = rgb.shape[:3]
+    ds.SamplesPerPixel, ds.PlanarConfiguration, ds.PhotometricInterpretation = 3, 0, photometric
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 8, 8, 7, 0
+    pix = rgb.astype(np.float64)
+    if photometric == "YBR_FULL":  # DICOM PS3.3 C.7.6.3.1.2
+        r, g, b = pix[..., 0], pix[..., 1], pix[..., 2]
+        pix = np.stack([0.299 * r + 0.587 * g + 0.114 * b, -0.168736 * r - 0.331264 * g + 0.5 * b + 128,
+                        0.5 * r - 0.418688 * g - 0.081312 * b + 128], -1)
+    ds.PixelData = np.clip(np.round(pix), 0, 255).astype(np.uint8).tobytes()
+    try:
+        ds.save_as(path, enforce_file_format=True)
+    except TypeError:  # pydicom 2
+        ds.is_little_endian, ds.is_implicit_VR = True, False
+        ds.save_as(path, write_like_original=False)
+
+
+@pytest.mark.parametrize("photometric", ["RGB", "YBR_FULL"])
+def test_colour_dicom_cine_frames_become_luma(tmp_path, photometric):
+    rgb = np.random.default_rng(1).integers(0, 255, (3, 20, 24, 3)).astype(np.uint8)
+    _write_us_dicom(tmp_path / "cine.dcm", rgb, photometric)
+    assert probe(tmp_path / "cine.dcm").n_frames == 3
+    luma = rgb @ np.array([0.299, 0.587, 0.114])
+    for k, frame in iter_frames(tmp_path / "cine.dcm"):
+        assert frame.shape == (20, 24) and np.abs(frame - luma[k]).max() <= 1.5
+
+
 def test_label_map_test_tells_masks_from_images():
     img = _phantom(1)
     jpeg_mask = np.zeros((64, 64), np.uint8)
