@@ -387,7 +387,7 @@ def _pair_masks(sources: list[_Source], rows: list[dict]) -> None:
 
 def _reason_kind(reason: str) -> str:
     """A reason without its numbers and file names, to count skips by kind."""
-    return re.sub(r"\(\.[^)]*\)|\d+|[^ ]*/[^ ]*", "#", reason)
+    return re.sub(r"\d+|[^ ]*/[^ ]*", "#", reason)
 
 
 def _project_labels(root: Path, layout: dict) -> dict[str, dict]:
