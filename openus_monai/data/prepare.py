@@ -300,6 +300,9 @@ def prepare(
         except InvalidImageError as e:
             rows.append(_report_row(s.rel, s.kind, "image", "skipped", e.reason, s.n_frames))
             continue
+        except (ValueError, KeyError, RuntimeError) as e:  # e.g. a mask frame missing: reported, the run goes on
+            rows.append(_report_row(s.rel, s.kind, "image", "skipped", f"unexpected error ({type(e).__name__}: {e})", s.n_frames))
+            continue
         frames_total += len(frames)
         rows.append(_report_row(s.rel, s.kind, "image", "used", "", len(frames)))
         if it["mask"]:
@@ -352,6 +355,8 @@ def _scan_file(path: str, root: Path, layout: dict) -> tuple[dict | None, _Sourc
         first = next(iter_frames(path, stride=info.n_frames + 1))[1]
     except InvalidImageError as e:
         return _report_row(rel, kind, "unknown", "skipped", e.reason), None
+    except Exception as e:  # a reader bug must not stop the scan half-way: report it with the file
+        return _report_row(rel, kind, "unknown", "skipped", f"unexpected error ({type(e).__name__}: {e})"), None
     n_values = len(_value_counts(first))
     label_map = kind != "video" and is_label_map(first)
     says_mask = _layout_says_mask(rel, layout)
