@@ -114,17 +114,16 @@ def near_pairs(hashes: np.ndarray, radius: int, queries: np.ndarray | None = Non
             qi = np.repeat(np.arange(len(q)), n)
             # positions lo..hi-1 of every query, flattened
             offsets = np.arange(n.sum()) - np.repeat(np.cumsum(n) - n, n)
-            found_i.append(qi)
-            found_j.append(order[np.repeat(lo, n) + offsets])
+            qj = order[np.repeat(lo, n) + offsets]
+            near = hamming(q[qi], hashes[qj]) <= radius  # filter now: memory holds pairs, not candidates
+            if queries is None:
+                near &= qi < qj
+            found_i.append(qi[near])
+            found_j.append(qj[near])
     if not found_i:
         empty = np.zeros(0, np.int64)
         return empty, empty, empty
     i, j = np.concatenate(found_i), np.concatenate(found_j)
-    if queries is None:
-        keep = i < j
-        i, j = i[keep], j[keep]
     pair = np.unique(i.astype(np.int64) * len(hashes) + j)
     i, j = pair // len(hashes), pair % len(hashes)
-    d = hamming(q[i], hashes[j])
-    keep = d <= radius
-    return i[keep], j[keep], d[keep]
+    return i, j, hamming(q[i], hashes[j])
