@@ -404,3 +404,21 @@ def test_corpus_joins_sources_without_test_leaks_or_duplicates(tmp_path):
     assert {e["source"] for e in data["pretraining"]} == {"seta", "setb"}
     assert len(build_datalist(tmp_path / "corpus", "pretraining")["training"]) == 8  # the pretraining bundle's reader
     assert "total" in result["table"]
+
+
+def test_near_pairs_index_equals_brute_force():
+    from openus_monai.data.hashing import hamming, near_pairs
+
+    rng = np.random.default_rng(0)
+    base = rng.integers(0, 2**63, 300, dtype=np.int64).astype(np.uint64)
+    copies = base[rng.integers(0, 300, 300)]
+    for _ in range(6):  # 0-6 random bit flips per copy
+        copies ^= (np.uint64(1) << rng.integers(0, 64, 300).astype(np.uint64)) * (rng.random(300) < 0.8)
+    hashes = np.concatenate([base, copies])
+    d = hamming(hashes[:, None], hashes[None])
+    for radius in (0, 3, 6, 10):
+        i, j, dist = near_pairs(hashes, radius)
+        brute = {(a, b) for a, b in zip(*np.nonzero(d <= radius)) if a < b}
+        assert set(zip(i.tolist(), j.tolist())) == brute and (dist <= radius).all()
+    qi, ti, _ = near_pairs(base, 6, queries=copies)  # queries against an index
+    assert set(zip(qi.tolist(), ti.tolist())) == {(a, b) for a, b in zip(*np.nonzero(d[300:, :300] <= 6))}
