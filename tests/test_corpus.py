@@ -69,6 +69,12 @@ def test_readers_on_written_files(tmp_path):
     info = probe(tmp_path / "seq.nii.gz")
     assert (info.n_frames, info.height, info.width) == (5, 40, 50)
     assert np.allclose(read_frame(tmp_path / "seq.nii.gz", 3), seq[:, :, 3].T)
+    # MHA and NRRD sequences (ITK): frames first in numpy order, 16-bit values kept
+    vol = rng.integers(0, 4000, (3, 22, 26)).astype(np.uint16)
+    for ext in (".mha", ".nrrd"):
+        itk.imwrite(itk.image_from_array(vol), str(tmp_path / f"vol{ext}"))
+        assert probe(tmp_path / f"vol{ext}").n_frames == 3
+        assert np.array_equal(read_frame(tmp_path / f"vol{ext}", 2), vol[2])
     # short video
     video = [np.full((32, 48), v, np.uint8) for v in (30, 90, 150, 210, 250, 20, 60)]
     _write_video(tmp_path / "clip.mp4", video)
