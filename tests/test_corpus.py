@@ -81,6 +81,9 @@ def test_readers_on_written_files(tmp_path):
     got = list(iter_frames(tmp_path / "clip.mp4", stride=2))
     assert [k for k, _ in got] == [0, 2, 4, 6] and got[0][1].shape == (32, 48)
     assert [abs(int(f.mean()) - int(video[k][0, 0])) <= 6 for k, f in got] == [True] * 4
+    for ext in (".mov", ".avi"):  # the same clip in the other containers
+        _write_video(tmp_path / f"clip{ext}", video)
+        assert probe(tmp_path / f"clip{ext}").n_frames == 7 == sum(1 for _ in iter_frames(tmp_path / f"clip{ext}"))
     # GIF and palette masks keep their label values; 16-bit PNG keeps its range
     mask = np.zeros((40, 40), np.uint8)
     mask[10:20, 5:30] = 1
