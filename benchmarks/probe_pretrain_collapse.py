@@ -30,7 +30,8 @@ from monai.bundle import ConfigParser
 from monai.transforms import Compose, LoadImaged, Resized, ScaleIntensityd
 
 from openus_monai.metrics import collapse_diagnostics, knn_accuracy, linear_probe_accuracy
-from openus_monai.transforms.seg import EnsureGray2Dd, image_readers
+from openus_monai.data import image_readers
+from openus_monai.transforms import EnsureGray2Dd
 
 CONFIGS = "bundles/openus_pretrain/configs"
 CLASSES = {"normal": 0, "benign": 1, "malignant": 2}

@@ -65,6 +65,91 @@ class OpenUSCLI:
             f.write(text + "\n")
         return output
 
+    def catalog(self, json: bool = False) -> str:  # noqa: A002 (the flag is --json)
+        """Print the dataset catalog: name, organ, published image count, task, licence (``--json`` for JSON).
+
+        Args:
+            json: print the full entries (layouts included) as JSON.
+
+        Returns:
+            the table or the JSON text.
+        """
+        import json as json_module
+
+        from openus_monai.data.catalog import catalog_table, load_catalog
+
+        return json_module.dumps(load_catalog(), indent=1) if json else catalog_table()
+
+    def prepare(
+        self, root: str, out: str, dataset: str | None = None, cache: bool = False, frame_stride: int = 1,
+        seed: int = 0, progress: bool = True, published_splits: bool = True,
+    ) -> str:
+        """Turn a download ROOT into OUT/datalist.json, OUT/report.json and OUT/report.csv (see data/prepare.py).
+
+        Args:
+            root: the download (never written to).
+            out: output folder.
+            dataset: catalog name (default: matched by ROOT's folder name, else a generic layout).
+            cache: write 8-bit PNGs of every frame under OUT/cache and list those.
+            frame_stride: keep every N-th frame of videos, cines and volumes.
+            seed: seed of drawn splits.
+            progress: show progress bars.
+            published_splits: keep published splits; False draws leak-free ones (groups and near duplicates).
+
+        Returns:
+            the summary table.
+        """
+        from openus_monai.data.prepare import prepare, summary_table
+
+        summary = prepare(root, out, dataset=dataset, cache=cache, frame_stride=frame_stride, seed=seed, progress=progress,
+                          published_splits=published_splits)
+        reasons = "\n".join(f"  skipped {n:6d}: {r}" for r, n in summary["skip_reasons"].items())
+        if summary["duplicate_groups_across_published_splits"]:
+            reasons += f"\n  {summary['duplicate_groups_across_published_splits']} near-duplicate groups straddle the published splits (--published_splits False redraws them)"
+        return summary_table([summary]) + ("\n" + reasons if reasons else "") + f"\nwrote {out}/datalist.json, report.json, report.csv"
+
+    def dedup(self, *datalists: str, out: str, exclude: str | tuple | None = None, radius: int | None = None,
+              progress: bool = True) -> dict:
+        """Exact and near duplicates in DATALISTS (groups.json/.csv in OUT); with EXCLUDE, copies without test leaks.
+
+        Args:
+            datalists: datalist JSON files.
+            out: output folder.
+            exclude: test datalist(s); their images (and near copies) are removed from the written inputs.
+            radius: near-duplicate Hamming radius of the 64-bit hash (default data.dedup.DEFAULT_RADIUS).
+            progress: show a progress bar.
+
+        Returns:
+            the summary (groups, entries in groups, removed per datalist).
+        """
+        from openus_monai.data.dedup import DEFAULT_RADIUS, dedup
+
+        excl = list(exclude) if isinstance(exclude, (list, tuple)) else exclude
+        return dedup(list(datalists), out, exclude=excl, radius=DEFAULT_RADIUS if radius is None else radius, progress=progress)
+
+    def corpus(self, root: str, out: str, exclude: str | tuple | None = None, frame_stride: int = 5,
+               radius: int | None = None, progress: bool = True) -> str:
+        """Prepare every dataset under ROOT (cached PNGs), deduplicate across them, remove EXCLUDE test sets and
+        write OUT/datalist.json (one pretraining list) and OUT/summary.csv (per source: images, frames, organ).
+
+        Args:
+            root: folder of downloads (each sub-folder a dataset; ``raw/`` folders are looked into).
+            out: output folder.
+            exclude: test datalist(s), or dataset folder names whose ``test`` list must be held out (e.g. busi).
+            frame_stride: keep every N-th frame of videos, cines and volumes.
+            radius: near-duplicate Hamming radius (default data.dedup.DEFAULT_RADIUS).
+            progress: show progress bars.
+
+        Returns:
+            the per-source summary table.
+        """
+        from openus_monai.data.corpus import build_corpus
+        from openus_monai.data.dedup import DEFAULT_RADIUS
+
+        excl = list(exclude) if isinstance(exclude, (list, tuple)) else ([exclude] if exclude else [])
+        return build_corpus(root, out, exclude=excl, frame_stride=frame_stride,
+                            radius=DEFAULT_RADIUS if radius is None else radius, progress=progress)["table"]
+
     def export_backbone(self, checkpoint: str, out: str, key: str | None = None) -> str:
         """Write the teacher encoder of a pretraining CHECKPOINT to OUT as a plain state dict.
 

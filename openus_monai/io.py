@@ -24,6 +24,7 @@ import torch
 __all__ = [
     "TEMP_SUFFIX",
     "atomic_torch_save",
+    "atomic_write_json",
     "checkpoint_candidates",
     "clean_partial_writes",
     "latest_checkpoint",
@@ -76,6 +77,23 @@ def atomic_torch_save(obj: Any, path: str | os.PathLike) -> Path:
         pass
     finally:
         os.close(dir_fd)
+    return path
+
+
+def atomic_write_json(data: Any, path: str | os.PathLike, indent: int = 1) -> Path:
+    """Write ``data`` as JSON to a temporary file beside ``path``, then rename it over ``path``."""
+    import json
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=TEMP_SUFFIX, dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            json.dump(data, f, indent=indent)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
     return path
 
 

@@ -13,13 +13,18 @@
 - The pieces (readers, splits) are exported for bundle configs and CLIs.
 """
 
+from .catalog import catalog_table, find_dataset, load_catalog
+from .corpus import build_corpus
 from .dataset import CheckedCacheDataset
 from .datalist import TASKS, build_datalist, read_records, records_to_entries
+from .dedup import dedup
 from .demo import DatasetNotFoundError, check_dataset_dir, default_demo_dir, ensure_demo_data, has_dataset, is_demo_request
 from .entries import first_n, inference_datalist, labeled, pretraining_datalist
 from .checked_readers import CheckedITKReader, CheckedNibabelReader, CheckedPILReader, image_readers, is_nifti, source_path
 from .labels import BALANCE_MODES, ClassNames, balanced_sampler, class_weights, encode_labels, labeled_split, read_class_names
+from .formats import LoadFramed, iter_frames, read_frame
 from .phantom import LESION_CLASSES, render_phantom
+from .prepare import prepare
 from .readers import (
     IMAGE_EXTENSIONS,
     is_image_file,
@@ -28,7 +33,7 @@ from .readers import (
     scan_class_folders,
     scan_image_folder,
 )
-from .splits import assign_splits, split_validation, subset_by_label_ratio
+from .splits import assign_splits, group_splits, split_validation, subset_by_label_ratio
 from .synthetic import synthesize_dataset
 from .validation import (
     InvalidDataError,
@@ -43,6 +48,16 @@ from .validation import (
 )
 
 __all__ = [
+    "LoadFramed",
+    "build_corpus",
+    "catalog_table",
+    "dedup",
+    "find_dataset",
+    "group_splits",
+    "iter_frames",
+    "load_catalog",
+    "prepare",
+    "read_frame",
     "BALANCE_MODES",
     "CheckedCacheDataset",
     "CheckedITKReader",

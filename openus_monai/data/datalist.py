@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 from pathlib import Path
@@ -48,6 +49,9 @@ def read_records(dataset_dir: str | os.PathLike, task: str, check_exists: bool =
     json_path, csv_path = root / "datalist.json", root / "labels.csv"
     if json_path.is_file():
         logger.info("reading %s for %s", json_path, task)
+        prepared = _prepared_records(json_path, task)
+        if prepared is not None:
+            return prepared
         path_keys = ("image", "label") if task == "segmentation" else ("image",)
         required = ("image",) if task == "pretraining" else ("image", "label")
         lists = read_datalist_json(json_path, path_keys=path_keys, required=required, check_exists=None if check_exists else ())
@@ -82,6 +86,31 @@ def read_records(dataset_dir: str | os.PathLike, task: str, check_exists: bool =
         )
     logger.info("scanned %d images in %s for %s", len(records), root, task)
     return records
+
+
+def _prepared_records(json_path: Path, task: str) -> list[dict] | None:
+    """Records of a datalist written by ``prepare`` / ``corpus`` (it has a ``pretraining`` list), else None.
+
+    Pretraining reads the ``pretraining`` list; segmentation the entries with a ``mask``; classification
+    the entries with a class ``label`` (entries lacking it, e.g. a mask-only image, are left out).
+    """
+    data = json.loads(json_path.read_text(encoding="utf-8"))
+    if not isinstance(data, dict) or not isinstance(data.get("pretraining"), list):
+        return None
+    base = json_path.parent
+
+    def path(p: str) -> str:
+        return os.path.normpath(os.path.join(base, p))
+
+    if task == "pretraining":
+        return [{"image": path(e["image"]), "mask": None, "label": None, "split": None} for e in data["pretraining"]]
+    key = "mask" if task == "segmentation" else "label"
+    return [
+        {"image": path(e["image"]), "mask": path(e["mask"]) if e.get("mask") else None, "label": e.get("label"), "split": split}
+        for split in _SPLITS
+        for e in data.get(split) or []
+        if e.get(key) is not None
+    ]
 
 
 def records_to_entries(records: list[dict], task: str) -> list[dict]:

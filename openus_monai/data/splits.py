@@ -12,7 +12,7 @@ from collections.abc import Hashable, Sequence
 
 import numpy as np
 
-__all__ = ["assign_splits", "group_by", "split_validation", "subset_by_label_ratio"]
+__all__ = ["assign_splits", "group_by", "group_splits", "split_validation", "subset_by_label_ratio"]
 
 
 def _stratum_rng(seed: int, stratum: Hashable, purpose: str) -> np.random.Generator:
@@ -130,3 +130,40 @@ def subset_by_label_ratio(
         order = _stratum_rng(seed, stratum, "label_ratio").permutation(len(idx))
         kept.update(idx[j] for j in order[:n_keep])
     return [e for i, e in enumerate(entries) if i in kept]
+
+
+def group_splits(
+    groups: Sequence[Hashable],
+    labels: Sequence[Hashable | None] | None = None,
+    fractions: Sequence[float] = (0.7, 0.1, 0.2),
+    seed: int = 0,
+) -> list[str]:
+    """Seeded train/val/test assignment that keeps every group (patient, case, duplicate group) on one side.
+
+    Groups, not items, are assigned (:func:`assign_splits`), stratified by each group's most common
+    label, so the fractions hold in groups; item fractions follow when groups are of similar size.
+
+    Args:
+        groups: group id of every item (items of one group always share a split).
+        labels: class of every item (None: unlabeled), or None for no stratification.
+        fractions: (train, val, test) fractions of groups, summing to 1.
+        seed: random seed.
+
+    Returns:
+        ``"train"``, ``"val"`` or ``"test"`` per item, in input order.
+    """
+    labels = [None] * len(groups) if labels is None else list(labels)
+    if len(labels) != len(groups):
+        raise ValueError(f"{len(groups)} groups but {len(labels)} labels")
+    members: dict[Hashable, list[int]] = {}
+    for i, g in enumerate(groups):
+        members.setdefault(g, []).append(i)
+    order = sorted(members, key=repr)  # independent of input order
+    group_label = []
+    for g in order:
+        counts: dict[str, int] = {}
+        for i in members[g]:
+            counts[repr(labels[i])] = counts.get(repr(labels[i]), 0) + 1
+        group_label.append(max(sorted(counts), key=counts.get))
+    split_of = dict(zip(order, assign_splits(group_label, fractions, seed)))
+    return [split_of[g] for g in groups]
