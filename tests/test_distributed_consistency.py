@@ -81,7 +81,7 @@ def _assert_identical(a: dict, b: dict, what: str) -> float:
 
 
 def test_two_ranks_agree_with_each_other_and_with_one_process(tmp_path):
-    data = demo_dataset(tmp_path / "demo", n=16)  # tiny.json's demo_images
+    data = demo_dataset(tmp_path / "demo", n=IMAGES)
     # one process, global batch 2 x PER_RANK, the 2-replica sampler's permutation
     single = parsed(
         {"ckpt_dir": str(tmp_path / "single_models"), "output_dir": str(tmp_path / "single_eval"), "dataset_dir": str(data)}

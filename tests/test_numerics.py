@@ -195,7 +195,7 @@ SMALL = {"global_size": 64, "local_size": 32, "n_local": 2, "batch_size": 2, "de
 
 @pytest.mark.parametrize("amp", ["bf16", "fp16"])
 def test_cpu_autocast_50_iterations_stay_finite(tmp_path, amp):
-    parser, trainer = _trainer(tmp_path, str(tmp_path / "demo"), amp=amp, **SMALL)
+    parser, trainer = _trainer(tmp_path, str(demo_dataset(tmp_path / "demo", n=SMALL["demo_images"])), amp=amp, **SMALL)
     assert trainer.amp_dtype == amp_dtype(amp, "cpu") and (trainer.scaler is not None) == (amp == "fp16")
     seen = {"low_precision": False}
 
@@ -211,7 +211,9 @@ def test_cpu_autocast_50_iterations_stay_finite(tmp_path, amp):
     assert all(math.isfinite(out[k]) for out in losses for k in out if k.startswith("loss")), losses
     for name, value in flat_tensors(trainer.network.state_dict()).items():
         assert torch.isfinite(value).all(), name
-    assert sum(out["loss"] for out in losses[-10:]) < sum(out["loss"] for out in losses[:10])
+    # it learns in low precision: the pixel reconstruction falls (the iBOT terms of a sharp, non-collapsing
+    # teacher stay near its entropy over 50 tiny steps, so the total is no measure of learning here)
+    assert sum(out["loss_rec_global"] for out in losses[-10:]) < sum(out["loss_rec_global"] for out in losses[:10])
 
 
 # -- extreme inputs ------------------------------------------------------------------------------------------
