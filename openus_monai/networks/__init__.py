@@ -8,8 +8,10 @@ from .layers import LayerNorm2d, Linear2d, Mlp2d
 from .ops.attention import ScanParams, attention_map, attention_scores
 from .ops.scan_cpu import linear_recurrence
 from .ops.selective_scan import available_backends, selective_scan
+from .record import build_from_record, encoder_file, encoder_record, is_encoder_file, load_encoder_file
 from .segnet import OpenUSSegNet
 from .ss2d import SS2D
+from .vit import VIT_PRESETS, ViTEncoder, ViTFeatures, build_vit, vit_base, vit_small, vit_tiny
 from .vmamba import VMamba, VSSBlock, vmamba_base, vmamba_small, vmamba_tiny
 
 __all__ = [
@@ -35,6 +37,18 @@ __all__ = [
     "ScanParams",
     "VMamba",
     "VSSBlock",
+    "VIT_PRESETS",
+    "ViTEncoder",
+    "ViTFeatures",
+    "build_from_record",
+    "build_vit",
+    "encoder_file",
+    "encoder_record",
+    "is_encoder_file",
+    "load_encoder_file",
+    "vit_base",
+    "vit_small",
+    "vit_tiny",
     "attention_map",
     "attention_scores",
     "available_backends",

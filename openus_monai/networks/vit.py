@@ -109,17 +109,23 @@ class ViTEncoder(nn.Module):
             self._pos_cache[grid] = build_sincos_position_embedding(list(grid), self.embed_dim, 2).detach()
         return self._pos_cache[grid].to(stored.device, stored.dtype)
 
-    def embed(self, images: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int]]:
+    def embed(
+        self, images: torch.Tensor, mask: torch.Tensor | None = None, mask_token: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, tuple[int, int]]:
         """Patch tokens with position embedding.
 
         Args:
             images: ``[B, C, H, W]``, ``H`` and ``W`` multiples of the patch.
+            mask: optional ``[B, h * w]`` bool: these patches' embeddings are replaced by ``mask_token`` ``[1, 1, D]``
+                before the position embedding is added (SimMIM / BEiT style masking).
 
         Returns:
             ``(tokens [B, h * w, D], (h, w))``.
         """
         grid = self.grid(images.shape)
         tokens = self.vit.patch_embedding.patch_embeddings(images).flatten(2).transpose(1, 2)
+        if mask is not None:
+            tokens = torch.where(mask[..., None], mask_token.to(tokens.dtype), tokens)
         return self.vit.patch_embedding.dropout(tokens + self.position_embedding(grid)), grid
 
     def blocks(self, tokens: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
