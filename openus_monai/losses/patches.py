@@ -18,7 +18,9 @@ def normalise_patches(patches: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
     """
     mean = patches.mean(dim=-1, keepdim=True)
     var = patches.var(dim=-1, keepdim=True, unbiased=True)
-    return (patches - mean) / (var + eps).sqrt()
+    constant = patches.amax(dim=-1, keepdim=True) == patches.amin(dim=-1, keepdim=True)
+    centred = torch.where(constant, torch.zeros_like(patches), patches - mean)  # exact zero, not the mean's rounding error
+    return centred / (var + eps).sqrt()
 
 
 def masked_patch_loss(prediction: torch.Tensor, target: torch.Tensor, mask: torch.Tensor, normalise: bool = True) -> torch.Tensor:
