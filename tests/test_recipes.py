@@ -251,3 +251,22 @@ def test_recipe_pretrains_end_to_end_and_writes_a_self_describing_encoder(recipe
         exported = torch.load(tmp_path / "enc.pt", weights_only=True)
         assert exported["network_config"] == content["network_config"] and exported["meta"] == content["meta"]
         assert all(torch.equal(exported["state_dict"][k], v) for k, v in content["state_dict"].items())
+
+
+# ---- UNETR-style decoder -----------------------------------------------------------------------------------------
+
+
+def test_vit_unetr_maps_images_to_full_resolution_logits():
+    from openus_monai.networks.vit_decoder import ViTUNETR
+
+    encoder = build_vit({"hidden_size": 32, "num_layers": 4, "num_heads": 2}, img_size=64)
+    net = ViTUNETR(encoder, out_channels=3, feature_size=8)
+    images = torch.rand(2, 1, 64, 96, requires_grad=True)
+    logits = net(images)
+    assert logits.shape == (2, 3, 64, 96)
+    logits[:, :, :16, :16].sum().backward()  # every hidden state reaches the output
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for n, p in encoder.named_parameters() if "blocks.0." in n and p.requires_grad)
+    # MONAI's blocks build cross-attention norms they never use: frozen, so DDP need not search for unused parameters
+    assert not any(p.requires_grad for n, p in net.named_parameters() if "cross_attn" in n)
+    with pytest.raises(ValueError, match="4 out_indices"):
+        ViTUNETR(build_vit(TINY_VIT, img_size=64))

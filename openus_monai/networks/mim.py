@@ -8,7 +8,7 @@ import torch.nn as nn
 from monai.networks.blocks.pos_embed_utils import build_sincos_position_embedding
 from monai.networks.blocks.transformerblock import TransformerBlock
 
-from .vit import ViTEncoder
+from .vit import ViTEncoder, freeze_unused_cross_attention
 
 __all__ = ["MAEDecoder", "MaskedAutoencoder", "MaskedImageModel"]
 
@@ -33,6 +33,7 @@ class MAEDecoder(nn.Module):
         self.blocks = nn.ModuleList(TransformerBlock(hidden_size, int(hidden_size * mlp_ratio), num_heads, qkv_bias=True) for _ in range(num_layers))
         self.norm = nn.LayerNorm(hidden_size)
         self.pred = nn.Linear(hidden_size, patch_pixels)
+        freeze_unused_cross_attention(self.blocks)
         self._pos_cache: dict[tuple[int, int], torch.Tensor] = {}
 
     def position_embedding(self, grid: tuple[int, int], like: torch.Tensor) -> torch.Tensor:

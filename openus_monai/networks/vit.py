@@ -11,7 +11,17 @@ from monai.networks.blocks.pos_embed_utils import build_sincos_position_embeddin
 from monai.networks.nets import ViT
 from monai.utils import ensure_tuple_rep
 
-__all__ = ["VIT_PRESETS", "ViTEncoder", "ViTFeatures", "build_vit", "vit_base", "vit_small", "vit_tiny"]
+__all__ = ["VIT_PRESETS", "ViTEncoder", "ViTFeatures", "build_vit", "freeze_unused_cross_attention", "vit_base", "vit_small", "vit_tiny"]
+
+
+def freeze_unused_cross_attention(module: nn.Module) -> nn.Module:
+    """Turn off gradients of the ``norm_cross_attn`` LayerNorms that MONAI's :class:`TransformerBlock` builds even
+    without cross-attention: they never take part in the forward, and ``DistributedDataParallel`` refuses
+    parameters that get no gradient (unless told to search for them every step). Returns ``module``."""
+    for name, sub in module.named_modules():
+        if name.endswith("norm_cross_attn"):
+            sub.requires_grad_(False)
+    return module
 
 
 class ViTFeatures(NamedTuple):
@@ -90,6 +100,7 @@ class ViTEncoder(nn.Module):
             mlp_dim=int(hidden_size * mlp_ratio), num_layers=num_layers, num_heads=num_heads, proj_type="conv",
             pos_embed_type="sincos", classification=False, dropout_rate=dropout_rate, spatial_dims=2, qkv_bias=qkv_bias,
         )
+        freeze_unused_cross_attention(self.vit)
         self.native_grid = (img_size[0] // patch_size, img_size[1] // patch_size)
         self._pos_cache: dict[tuple[int, int], torch.Tensor] = {}
 
