@@ -1,9 +1,11 @@
-"""Networks: the VMamba encoder of OpenUS, its selective-scan ops, and checkpoint loading."""
+"""Networks: the VMamba encoder of OpenUS and its selective-scan ops, ViT encoders with masked-image-modelling
+networks and a UNETR-style decoder, self-describing encoder files, and checkpoint loading."""
 
 from .checkpoint import LoadReport, load_openus_checkpoint, read_state_dict
 from .classifier import CLASSIFIER_MODES, OpenUSClassifier
 from .decoder import ChannelAttention, ChannelAttentionBlock, MambaDecoder, MambaDecoderBlock, PatchExpand
 from .factory import PRESETS, build_encoder, encoder_layer_id, is_no_weight_decay, param_groups, set_trainable
+from .mim import MAEDecoder, MaskedAutoencoder, MaskedImageModel
 from .layers import LayerNorm2d, Linear2d, Mlp2d
 from .ops.attention import ScanParams, attention_map, attention_scores
 from .ops.scan_cpu import linear_recurrence
@@ -12,6 +14,7 @@ from .record import build_from_record, encoder_file, encoder_record, is_encoder_
 from .segnet import OpenUSSegNet
 from .ss2d import SS2D
 from .vit import VIT_PRESETS, ViTEncoder, ViTFeatures, build_vit, vit_base, vit_small, vit_tiny
+from .vit_decoder import UNETRDecoder, ViTUNETR
 from .vmamba import VMamba, VSSBlock, vmamba_base, vmamba_small, vmamba_tiny
 
 __all__ = [
@@ -38,6 +41,11 @@ __all__ = [
     "VMamba",
     "VSSBlock",
     "VIT_PRESETS",
+    "MAEDecoder",
+    "MaskedAutoencoder",
+    "MaskedImageModel",
+    "UNETRDecoder",
+    "ViTUNETR",
     "ViTEncoder",
     "ViTFeatures",
     "build_from_record",
