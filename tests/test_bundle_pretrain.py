@@ -14,7 +14,7 @@ from ignite.engine import Events
 from monai.bundle import ConfigParser
 
 from openus_monai.bundle import latest_checkpoint, resolve_bundle_root
-from openus_monai.networks import build_encoder, load_openus_checkpoint
+from openus_monai.networks import build_encoder, load_encoder_file, load_openus_checkpoint
 from openus_monai.networks.export import encoder_state_dict
 
 from _helpers import REPO, demo_dataset, scratch_outputs
@@ -90,7 +90,13 @@ def test_export_backbone_cli(full_run, tmp_path):
     run_cli(["export-backbone", str(out / "models" / "pretrain_final.pt"), str(tmp_path / "enc.pt")], cwd=REPO, module=("-m", "openus_monai"))
     exported = torch.load(tmp_path / "enc.pt", weights_only=True)
     reference = torch.load(out / "models" / "backbone.pt", weights_only=True)
-    assert exported.keys() == reference.keys() and all(torch.equal(exported[k], reference[k]) for k in exported)
+    assert exported.keys() == reference.keys() == {"state_dict", "network_config", "meta"}  # the same self-describing format
+    assert exported["network_config"] == reference["network_config"] and exported["meta"] == reference["meta"]
+    assert exported["state_dict"].keys() == reference["state_dict"].keys()
+    assert all(torch.equal(exported["state_dict"][k], reference["state_dict"][k]) for k in exported["state_dict"])
+    assert reference["meta"]["method"] == "openus" and reference["network_config"]["_target_"] == "openus_monai.networks.VMamba"
+    rebuilt, _ = load_encoder_file(tmp_path / "enc.pt")  # from the file alone
+    assert rebuilt.depths == tuple(TINY_ENCODER["depths"])
 
 
 def test_total_loss_falls(full_run):

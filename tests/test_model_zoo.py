@@ -174,7 +174,7 @@ def test_pretrain_train_workflow(dataset_dir, tmp_path):
     workflow = zoo_workflow("openus_pretrain", ["train.json", "tiny.json"], "train", dataset_dir=str(dataset_dir),
                             ckpt_dir=str(models), output_dir=str(tmp_path / "eval"), max_epochs=1, batch_size=8)
     assert workflow.trainer.state.iteration == 3  # 24 images, batch 8
-    backbone = torch.load(models / "backbone.pt", weights_only=True)
+    backbone = torch.load(models / "backbone.pt", weights_only=True)["state_dict"]  # a self-describing encoder file
     assert same_state(backbone, workflow.parser.get_parsed_content("network").teacher.encoder)
     assert (models / "pretrain_final.pt").is_file()
 

@@ -46,7 +46,7 @@ class Case:
 
 
 CASES = {
-    "openus_pretrain": Case(16, {"pretrain_final.pt": "network", "backbone.pt": None}, "epoch_loss_cls"),
+    "openus_pretrain": Case(16, {"pretrain_final.pt": "network", "backbone.pt": "state_dict"}, "epoch_loss_cls"),
     "openus_seg": Case(48, {"model.pt": "model"}, "val_mean_dice"),
     "openus_cls": Case(48, {"model.pt": "model"}, "macro_f1"),
 }

@@ -154,6 +154,7 @@ def test_export_backbone_output_loads_weights_only(bundle_outputs, tmp_path):
         cwd=REPO, check=True, capture_output=True, timeout=600, env=dict(os.environ, OMP_NUM_THREADS="1"),
     )
     exported = torch.load(out, weights_only=True)
-    assert exported and all(isinstance(v, torch.Tensor) for v in exported.values())
+    assert set(exported) == {"state_dict", "network_config", "meta"}  # a self-describing encoder file, plain data
+    assert exported["state_dict"] and all(isinstance(v, torch.Tensor) for v in exported["state_dict"].values())
     report = load_openus_checkpoint(build_encoder(TINY, in_channels=1), out, strict=True)
     assert report.unexpected_keys == []

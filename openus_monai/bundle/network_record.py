@@ -17,9 +17,9 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from monai.utils import instantiate
 
 from openus_monai.io import load_weights_only
+from openus_monai.networks.record import build_from_record, plain_data
 
 __all__ = ["RECORD_KEY", "NetworkRecord", "network_for_checkpoint", "read_network_record"]
 
@@ -28,17 +28,6 @@ logger = logging.getLogger(__name__)
 #: the checkpoint entry holding the record
 RECORD_KEY = "network_config"
 _WEIGHT_ONLY_ARGS = ("pretrained", "checkpoint_key", "freeze_encoder")  # how weights are initialised, not the shape
-
-
-def _plain(value: Any) -> Any:
-    """``value`` as JSON-like data (lists for tuples), so that it survives ``weights_only`` loading."""
-    if isinstance(value, Mapping):
-        return {str(k): _plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
-    if value is None or isinstance(value, (bool, int, float, str)):
-        return value
-    raise TypeError(f"network argument {value!r} ({type(value).__name__}) cannot be recorded as plain data")
 
 
 class NetworkRecord:
@@ -54,7 +43,7 @@ class NetworkRecord:
 
     def __init__(self, target: str, args: Mapping[str, Any]) -> None:
         self.target = str(target)
-        self.args = {k: v for k, v in _plain(dict(args)).items() if k not in _WEIGHT_ONLY_ARGS}
+        self.args = {k: v for k, v in plain_data(dict(args)).items() if k not in _WEIGHT_ONLY_ARGS}
 
     def state_dict(self) -> dict[str, Any]:
         return {"_target_": self.target, "args": dict(self.args)}
@@ -64,7 +53,7 @@ class NetworkRecord:
 
     def build(self) -> torch.nn.Module:
         """A new network as recorded."""
-        return instantiate(self.target, "default", **self.args)
+        return build_from_record(self.state_dict())
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, NetworkRecord) and self.state_dict() == other.state_dict()

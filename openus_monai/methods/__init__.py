@@ -3,17 +3,21 @@ through the generic :class:`~openus_monai.engines.PretrainingEngine`."""
 
 from .base import PretrainingMethod
 from .ema import TeacherEMA
+from .mae import MAEMethod
 from .masking import STRATEGIES, LossMemory, SelfAdaptiveMasking, minmax
 from .openus import OpenUSMethod
 from .reconstruction import MaskedReconstructionMethod
+from .usfm import USFMMethod
 
 __all__ = [
     "STRATEGIES",
     "LossMemory",
+    "MAEMethod",
     "MaskedReconstructionMethod",
     "OpenUSMethod",
     "PretrainingMethod",
     "SelfAdaptiveMasking",
     "TeacherEMA",
+    "USFMMethod",
     "minmax",
 ]

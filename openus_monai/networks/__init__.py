@@ -1,4 +1,5 @@
-"""Networks: the VMamba encoder of OpenUS, its selective-scan ops, and checkpoint loading."""
+"""Networks: the VMamba encoder of OpenUS and its selective-scan ops, ViT encoders with masked-image-modelling
+networks and a UNETR-style decoder, self-describing encoder files, and checkpoint loading."""
 
 from .checkpoint import LoadReport, load_openus_checkpoint, read_state_dict
 from .classifier import OpenUSClassifier
@@ -13,12 +14,16 @@ from .factory import (
     resolve_freeze_encoder,
     set_trainable,
 )
+from .mim import MAEDecoder, MaskedAutoencoder, MaskedImageModel
 from .layers import LayerNorm2d, Linear2d, Mlp2d
 from .ops.attention import ScanParams, attention_map, attention_scores
 from .ops.scan_cpu import linear_recurrence
 from .ops.selective_scan import available_backends, selective_scan
+from .record import build_from_record, encoder_file, encoder_record, is_encoder_file, load_encoder_file
 from .segnet import OpenUSSegNet
 from .ss2d import SS2D
+from .vit import VIT_PRESETS, ViTEncoder, ViTFeatures, build_vit, vit_base, vit_small, vit_tiny
+from .vit_decoder import UNETRDecoder, ViTUNETR
 from .vmamba import VMamba, VSSBlock, vmamba_base, vmamba_small, vmamba_tiny
 
 __all__ = [
@@ -44,6 +49,23 @@ __all__ = [
     "ScanParams",
     "VMamba",
     "VSSBlock",
+    "VIT_PRESETS",
+    "MAEDecoder",
+    "MaskedAutoencoder",
+    "MaskedImageModel",
+    "UNETRDecoder",
+    "ViTUNETR",
+    "ViTEncoder",
+    "ViTFeatures",
+    "build_from_record",
+    "build_vit",
+    "encoder_file",
+    "encoder_record",
+    "is_encoder_file",
+    "load_encoder_file",
+    "vit_base",
+    "vit_small",
+    "vit_tiny",
     "attention_map",
     "attention_scores",
     "available_backends",

@@ -115,6 +115,9 @@ class VMamba(nn.Module):
         self.depths, self.dims = tuple(depths), tuple(dims)
         self.in_channels = in_channels
         self.use_checkpoint = use_checkpoint
+        # the architecture (not training options such as drop path), for self-describing exports (networks.record)
+        self.network_args = {"depths": list(depths), "dims": list(dims), "in_channels": in_channels, "d_state": d_state,
+                             "ssm_ratio": ssm_ratio, "dt_rank": dt_rank, "mlp_ratio": mlp_ratio}
         self.patch_embed = _stem(in_channels, dims[0])
         self.masked_embed = nn.Parameter(torch.zeros(1, dims[0]))
 
