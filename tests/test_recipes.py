@@ -25,7 +25,7 @@ from openus_monai.networks import (
 )
 from openus_monai.transforms import band_stop, masked_count, patchify, radial_frequency, random_patch_mask, unpatchify
 
-from _helpers import REPO
+from _helpers import REPO, demo_dataset
 from test_bundle_pretrain import BUNDLE, run_cli
 
 TINY_VIT = {"hidden_size": 32, "num_layers": 2, "num_heads": 2}
@@ -222,12 +222,17 @@ RECIPE_RUNS = {
 }
 
 
+@pytest.fixture(scope="module")
+def recipe_data(tmp_path_factory):
+    return demo_dataset(tmp_path_factory.mktemp("recipe_data") / "demo", n=16)  # tiny.json's demo_images
+
+
 @pytest.mark.parametrize("recipe", sorted(RECIPE_RUNS))
-def test_recipe_pretrains_end_to_end_and_writes_a_self_describing_encoder(recipe, tmp_path):
+def test_recipe_pretrains_end_to_end_and_writes_a_self_describing_encoder(recipe, recipe_data, tmp_path):
     configs = [str(BUNDLE / "configs" / "train.json"), str(BUNDLE / "configs" / "tiny.json")] + [str(BUNDLE / "configs" / c) for c in RECIPE_RUNS[recipe]]
     proc = run_cli(
         ["run", "training", "--config_file", str(configs), "--ckpt_dir", str(tmp_path / "models"), "--output_dir", str(tmp_path / "eval"),
-         "--dataset_dir", str(tmp_path / "demo"), "--max_epochs", "1" if recipe == "openus" else "2"],
+         "--dataset_dir", str(recipe_data), "--max_epochs", "1" if recipe == "openus" else "2"],
         cwd=BUNDLE,
     )
     losses = [float(x) for x in re.findall(r"train_loss: ([0-9.]+)", proc.stdout + proc.stderr)]
