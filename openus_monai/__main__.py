@@ -129,8 +129,11 @@ class OpenUSCLI:
 
     def corpus(self, root: str, out: str, exclude: str | tuple | None = None, frame_stride: int = 5,
                radius: int | None = None, progress: bool = True) -> str:
-        """Prepare every dataset under ROOT (cached PNGs), deduplicate across them, remove EXCLUDE test sets and
-        write OUT/datalist.json (one pretraining list) and OUT/summary.csv (per source: images, frames, organ).
+        """One deduplicated pretraining datalist from every dataset under ROOT, EXCLUDE test sets held out.
+
+        Prepares each dataset (cached PNGs), deduplicates across them, removes the EXCLUDE test sets and their
+        near copies, and writes OUT/datalist.json (one pretraining list) and OUT/summary.csv (per source: images,
+        frames, organ).
 
         Args:
             root: folder of downloads (each sub-folder a dataset; ``raw/`` folders are looked into).
@@ -151,10 +154,11 @@ class OpenUSCLI:
                             radius=DEFAULT_RADIUS if radius is None else radius, progress=progress)["table"]
 
     def export_backbone(self, checkpoint: str, out: str, key: str | None = None) -> str:
-        """Write the teacher encoder of a pretraining CHECKPOINT to OUT as a plain state dict.
+        """Write the teacher encoder of a pretraining CHECKPOINT to OUT, self-describing where the checkpoint says.
 
-        Accepts this project's checkpoints (``network`` entry) and original OpenUS ones (``teacher``); the
-        result loads with ``openus_monai.networks.load_openus_checkpoint`` and the bundles' ``pretrained``.
+        Accepts this project's checkpoints (``network`` entry; written as weights + the encoder's class and
+        arguments, as the bundle's ``backbone.pt``) and original OpenUS ones (``teacher``; a plain state dict);
+        the result loads with ``openus_monai.networks.load_openus_checkpoint`` and the bundles' ``pretrained``.
 
         Args:
             checkpoint: the pretraining checkpoint (loaded with ``weights_only=True``).
