@@ -1,0 +1,129 @@
+"""Encoders from ``--pretrained FILE`` alone: the seg and cls bundles build the encoder a file holds, for the
+pretraining bundle's ``backbone.pt`` (self-describing or a plain state dict), ``export-backbone``'s output,
+original OpenUS checkpoints and the bundles' own ``model.pt``; ``--init random`` is the same architecture with
+fresh weights; unreadable or mismatched files are errors naming the file."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from monai.bundle import ConfigParser
+
+from openus_monai.io import atomic_torch_save
+from openus_monai.networks import (
+    OpenUSClassifier,
+    OpenUSSegNet,
+    VMamba,
+    build_pretrained_encoder,
+    encoder_config_from_checkpoint,
+)
+from openus_monai.networks.export import export_backbone
+
+REPO = Path(__file__).resolve().parents[1]
+ARCH = {"depths": [1, 1, 2, 1], "dims": [16, 32, 64, 128]}  # not tiny.json's, nor a preset: it must come from the file
+
+
+def _encoder(in_channels: int = 1) -> VMamba:
+    torch.manual_seed(3)
+    encoder = VMamba(**ARCH, in_channels=in_channels)
+    with torch.no_grad():
+        for p in encoder.parameters():
+            p.add_(torch.randn_like(p))  # weights that random initialisation cannot reproduce
+    return encoder
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory) -> dict[str, tuple[Path, VMamba]]:
+    """One file of each kind, all holding the same encoder."""
+    d = tmp_path_factory.mktemp("pretrained")
+    enc = _encoder()
+    state = enc.state_dict()
+    out = {}
+    out["backbone_plain"] = atomic_torch_save(state, d / "backbone_plain.pt")  # today's backbone.pt
+    out["backbone_record"] = atomic_torch_save(  # the self-describing form (networks.record.encoder_file)
+        {"state_dict": state, "network_config": {"_target_": "openus_monai.networks.VMamba", "args": {**ARCH, "in_channels": 1}},
+         "meta": {"method": "openus", "image_size": 96}}, d / "backbone_record.pt")
+    pretrain = {"network": {f"teacher.encoder.{k}": v for k, v in state.items()} | {"student.head.w": torch.zeros(2)}}
+    out["pretrain_final"] = atomic_torch_save(pretrain, d / "pretrain_final.pt")
+    out["exported"] = export_backbone(d / "pretrain_final.pt", d / "exported.pt")
+    out["original"] = atomic_torch_save(  # original OpenUS: teacher / student dicts, DDP + backbone prefixes
+        {"teacher": {f"module.backbone.{k}": v for k, v in state.items()} | {"module.head.last_layer.weight": torch.zeros(4, 4)},
+         "student": {f"module.backbone.{k}": torch.zeros_like(v) for k, v in state.items()}, "epoch": 100}, d / "original.pt")
+    seg = OpenUSSegNet(enc, num_classes=2)
+    out["seg_model"] = atomic_torch_save(
+        {"model": seg.state_dict(), "network_config": {"_target_": "openus_monai.networks.OpenUSSegNet",
+                                                        "args": {"encoder": ARCH, "in_channels": 1, "num_classes": 2}}}, d / "seg_model.pt")
+    cls = OpenUSClassifier(enc, num_classes=3)
+    out["cls_model"] = atomic_torch_save(
+        {"model": cls.state_dict(), "network_config": {"_target_": "openus_monai.networks.OpenUSClassifier",
+                                                        "args": {"encoder": "vmamba_small", "num_classes": 3}}}, d / "cls_model.pt")
+    return {k: (Path(v), enc) for k, v in out.items()}
+
+
+def _network_def(bundle: str, **overrides):
+    parser = ConfigParser()
+    parser.read_config(str(REPO / "bundles" / bundle / "configs" / "train.json"))
+    for k, v in overrides.items():
+        parser[k] = v
+    return parser
+
+
+KINDS = ["backbone_plain", "backbone_record", "pretrain_final", "exported", "original", "seg_model", "cls_model"]
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_config_from_checkpoint(files, kind):
+    path, _ = files[kind]
+    record = encoder_config_from_checkpoint(path)
+    assert record["_target_"] == "openus_monai.networks.VMamba"
+    assert record["args"]["depths"] == ARCH["depths"] and record["args"]["dims"] == ARCH["dims"]
+    assert record["args"]["in_channels"] == 1
+
+
+@pytest.mark.parametrize("bundle", ["openus_seg", "openus_cls"])
+@pytest.mark.parametrize("kind", KINDS)
+def test_bundles_build_encoder_from_pretrained_alone(files, kind, bundle):
+    """train.json + --pretrained FILE, no encoder option: the file's encoder with its exact weights; the saved
+    record names that architecture; --init random: same shapes, other weights."""
+    path, enc = files[kind]
+    parser = _network_def(bundle, pretrained=str(path))
+    net = parser.get_parsed_content("network_def")
+    assert list(net.encoder.depths) == ARCH["depths"] and list(net.encoder.dims) == ARCH["dims"]
+    got = net.encoder.state_dict()
+    assert got.keys() == enc.state_dict().keys()
+    assert all(torch.equal(got[k], v) for k, v in enc.state_dict().items())
+    record = parser.get_parsed_content("network_record").state_dict()
+    assert record["args"]["encoder"]["depths"] == ARCH["depths"] and "init" not in record["args"]
+
+    rand = _network_def(bundle, pretrained=str(path), init="random").get_parsed_content("network_def").encoder.state_dict()
+    assert {k: v.shape for k, v in rand.items()} == {k: v.shape for k, v in got.items()}
+    assert not torch.equal(rand["layers.2.blocks.1.op.in_proj.weight"], got["layers.2.blocks.1.op.in_proj.weight"])
+
+
+def test_three_channel_file_into_grayscale_network(tmp_path):
+    enc = _encoder(in_channels=3)
+    atomic_torch_save(enc.state_dict(), tmp_path / "rgb.pt")
+    net = OpenUSSegNet(pretrained=tmp_path / "rgb.pt", in_channels=1)
+    assert net.encoder.in_channels == 1
+    assert torch.allclose(net.encoder.patch_embed[0].weight, enc.patch_embed[0].weight.sum(1, keepdim=True))
+
+
+def test_unknown_init_and_bad_files_are_named(tmp_path, files):
+    path, _ = files["backbone_plain"]
+    with pytest.raises(ValueError, match="init must be one of"):
+        build_pretrained_encoder(path, init="imagenet")
+    (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
+    with pytest.raises(ValueError, match="junk.pt"):
+        build_pretrained_encoder(tmp_path / "junk.pt")
+    atomic_torch_save({"fc.weight": torch.zeros(3, 3)}, tmp_path / "not_vmamba.pt")
+    with pytest.raises(ValueError, match="not_vmamba.pt.*cannot tell which encoder"):
+        build_pretrained_encoder(tmp_path / "not_vmamba.pt")
+    state = torch.load(path, weights_only=True)
+    atomic_torch_save({"state_dict": state, "network_config": {"_target_": "openus_monai.networks.VMamba",
+                                                               "args": {**ARCH, "dims": 32, "in_channels": 1}}}, tmp_path / "mismatch.pt")
+    with pytest.raises(ValueError, match="mismatch.pt.*shapes do not match"):
+        build_pretrained_encoder(tmp_path / "mismatch.pt")
+    with pytest.raises(FileNotFoundError):
+        build_pretrained_encoder(tmp_path / "absent.pt")
