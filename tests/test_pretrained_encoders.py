@@ -127,3 +127,40 @@ def test_unknown_init_and_bad_files_are_named(tmp_path, files):
         build_pretrained_encoder(tmp_path / "mismatch.pt")
     with pytest.raises(FileNotFoundError):
         build_pretrained_encoder(tmp_path / "absent.pt")
+
+
+@pytest.mark.parametrize(
+    "bundle, settings",
+    [
+        ("openus_seg", {"image_size": [64, 64], "max_epochs": 1, "batch_size": 4, "num_workers": 0, "num_threads": 1, "max_train_images": 8}),
+        ("openus_cls", {"image_size": 64, "max_epochs": 1, "warmup_epochs": 0, "batch_size": 8, "num_workers": 0, "num_threads": 1, "amp": False}),
+    ],
+)
+def test_one_epoch_and_evaluation_with_pretrained_alone(files, tmp_path, bundle, settings):
+    """train.json + --pretrained FILE (no encoder option) trains one epoch; evaluate.json rebuilds the same
+    network from model.pt's record, with no encoder option either."""
+    from monai.bundle import ConfigWorkflow
+
+    from _helpers import demo_dataset
+
+    configs = REPO / "bundles" / bundle / "configs"
+    data = demo_dataset(tmp_path / "demo", n=12, size=64)
+    common = {"dataset_dir": str(data), "ckpt_dir": str(tmp_path / "models"), **settings}
+
+    def run(names, **overrides):
+        workflow = ConfigWorkflow(config_file=[str(configs / n) for n in names], meta_file=str(configs / "metadata.json"),
+                                  logging_file=False, workflow_type="train", **{**common, **overrides})
+        workflow.initialize()
+        workflow.run()
+        net = workflow.parser.get_parsed_content("network")
+        workflow.finalize()
+        return net
+
+    path, _ = files["exported"]
+    trained = run(["train.json"], pretrained=str(path), output_dir=str(tmp_path / "train"))
+    assert list(trained.encoder.depths) == ARCH["depths"]
+    record = torch.load(tmp_path / "models" / "model.pt", weights_only=True)["network_config"]
+    assert record["args"]["encoder"]["depths"] == ARCH["depths"]
+    evaluated = run(["train.json", "evaluate.json"], output_dir=str(tmp_path / "eval"))
+    assert list(evaluated.encoder.depths) == ARCH["depths"]
+    assert (tmp_path / "eval" / "metrics.json").is_file()
