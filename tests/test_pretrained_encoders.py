@@ -164,3 +164,14 @@ def test_one_epoch_and_evaluation_with_pretrained_alone(files, tmp_path, bundle,
     evaluated = run(["train.json", "evaluate.json"], output_dir=str(tmp_path / "eval"))
     assert list(evaluated.encoder.depths) == ARCH["depths"]
     assert (tmp_path / "eval" / "metrics.json").is_file()
+
+
+def test_pretraining_checkpoint_with_encoder_entry(files, tmp_path):
+    """A pretraining checkpoint that names its encoder (``encoder_config``) is built as that entry says."""
+    path, enc = files["pretrain_final"]
+    content = torch.load(path, weights_only=True)
+    content["encoder_config"] = {"_target_": "openus_monai.networks.VMamba", "args": {**ARCH, "in_channels": 1},
+                                 "prefix": "teacher.encoder.", "meta": {}}
+    atomic_torch_save(content, tmp_path / "named.pt")
+    got = build_pretrained_encoder(tmp_path / "named.pt").state_dict()
+    assert all(torch.equal(got[k], v) for k, v in enc.state_dict().items())

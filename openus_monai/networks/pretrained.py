@@ -1,11 +1,13 @@
 """Encoders from a checkpoint alone: read which encoder a file holds, build it, and load it (or not).
 
-Four kinds of file tell their encoder:
+Five kinds of file tell their encoder:
 
 - a self-describing encoder file (the pretraining bundle's ``backbone.pt``, ``export-backbone``):
   ``{"state_dict", "network_config": {"_target_", "args"}, "meta"}``: the record is used as written;
 - a segmentation / classification ``model.pt`` (``model`` entry and a ``network_config`` record of the whole
   network): the encoder is the network's ``encoder.*`` tensors;
+- a pretraining checkpoint of this project with an ``encoder_config`` entry (``_target_``, ``args``, ``prefix``):
+  the record as written;
 - a pretraining checkpoint of this project (``network`` entry, ``teacher.encoder.*``), an original OpenUS
   checkpoint (``teacher`` / ``student`` state dicts, ``module.backbone.*``) or a plain encoder state dict:
   the VMamba architecture (depths, dims, channels, SSM sizes) is read from the key names and tensor shapes.
@@ -123,7 +125,10 @@ def read_encoder_checkpoint(
     if not isinstance(content, Mapping):
         raise ValueError(f"{source}: expected a mapping (a checkpoint or state dict), got {type(content).__name__}")
     record = content.get("network_config") if key is None else None
+    entry = content.get("encoder_config") if key is None else None  # a pretraining checkpoint naming its encoder
     try:
+        if isinstance(entry, Mapping) and "_target_" in entry and isinstance(content.get("network"), Mapping):
+            return {"_target_": str(entry["_target_"]), "args": dict(entry["args"])}, encoder_state_dict(content)
         if isinstance(record, Mapping) and isinstance(content.get("state_dict"), Mapping):  # self-describing encoder file
             state = {k: v for k, v in content["state_dict"].items() if isinstance(v, torch.Tensor)}
             return {"_target_": str(record["_target_"]), "args": dict(record["args"])}, state
