@@ -9,7 +9,6 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 import torch.nn as nn
-
 from monai.utils import instantiate
 
 from .pretrained import INITS, build_pretrained_encoder
