@@ -175,3 +175,36 @@ def test_pretraining_checkpoint_with_encoder_entry(files, tmp_path):
     atomic_torch_save(content, tmp_path / "named.pt")
     got = build_pretrained_encoder(tmp_path / "named.pt").state_dict()
     assert all(torch.equal(got[k], v) for k, v in enc.state_dict().items())
+
+
+REFERENCE = REPO.parent / "shared" / "reference"
+
+
+def test_original_openus_checkpoint_gives_the_reference_features(tmp_path):
+    """An original OpenUS teacher checkpoint (the reference backbone's weights under teacher -> module.backbone.),
+    given alone, builds an encoder whose stage outputs equal the original code's."""
+    vectors = REFERENCE / "openus_vmamba_tiny_vectors.pt"
+    if not vectors.is_file():
+        pytest.skip(f"reference vectors not found at {vectors}")
+    ref = torch.load(vectors, weights_only=True)
+    atomic_torch_save({"teacher": {f"module.backbone.{k}": v for k, v in ref["state_dict"].items()}}, tmp_path / "checkpoint0150.pth")
+    enc = build_pretrained_encoder(tmp_path / "checkpoint0150.pth", in_channels=3).eval()
+    assert list(enc.depths) == ref["config"]["depths"] and enc.dims[0] == ref["config"]["dims"]
+    with torch.no_grad():
+        maps = enc(ref["input"])
+    for i, (ours, theirs) in enumerate(zip(maps, ref["stage_outputs"])):
+        torch.testing.assert_close(ours, theirs, rtol=0, atol=1e-4, msg=f"stage {i}")
+
+
+def test_original_vmamba_small_shapes_read_as_vmamba_small():
+    import json
+
+    from openus_monai.networks import infer_vmamba_config
+
+    keys = REFERENCE / "openus_vmamba_small_keys.json"
+    if not keys.is_file():
+        pytest.skip(f"key list not found at {keys}")
+    shapes = json.loads(keys.read_text())["state_dict"]
+    state = {k: torch.empty(v) for k, v in shapes.items() if not k.startswith(("decoder", "ema_"))}
+    assert infer_vmamba_config(state) == {"depths": [2, 2, 15, 2], "dims": [96, 192, 384, 768], "in_channels": 3,
+                                          "d_state": 1, "ssm_ratio": 2.0, "dt_rank": "auto", "mlp_ratio": 4.0}

@@ -15,7 +15,7 @@
 
 from .catalog import catalog_table, find_dataset, load_catalog
 from .corpus import build_corpus
-from .dataset import CheckedCacheDataset
+from .dataset import CheckedCacheDataset, first_loadable
 from .datalist import TASKS, build_datalist, read_records, records_to_entries
 from .dedup import dedup
 from .demo import DatasetNotFoundError, check_dataset_dir, default_demo_dir, ensure_demo_data, has_dataset, is_demo_request
@@ -60,6 +60,7 @@ __all__ = [
     "read_frame",
     "BALANCE_MODES",
     "CheckedCacheDataset",
+    "first_loadable",
     "CheckedITKReader",
     "CheckedNibabelReader",
     "CheckedPILReader",
