@@ -64,3 +64,31 @@ def test_monitor_off_without_a_list_keeps_the_diagnostics(tmp_path, caplog):
     assert "monitor_knn_acc" not in metrics and "monitor_entropy" in metrics
     assert metrics["monitor_entropy_ratio"] < 0.99
     assert not [r for r in caplog.records if "near uniform" in r.getMessage()]
+
+
+def test_method_interface_and_monitor_list(tmp_path):
+    """features() of any method is the export encoder's pooled last stage (eval mode, training flag kept);
+    teacher_probabilities() of OpenUS are distributions; monitor_datalist gives class indices, a stratified subset."""
+    import torch
+
+    from openus_monai.data import monitor_datalist
+    from openus_monai.methods import MaskedReconstructionMethod, OpenUSMethod
+    from openus_monai.networks import VMamba
+
+    x = torch.rand(3, 1, 64, 64)
+    for method in (MaskedReconstructionMethod(VMamba(depths=[1, 1, 1, 1], dims=16, in_channels=1, drop_path_rate=0.5)),
+                   OpenUSMethod(VMamba(depths=[1, 1, 1, 1], dims=16, in_channels=1), out_dim=32, hidden_dim=16, bottleneck_dim=8)):
+        method.train()
+        before = method.export_encoder.training  # True for the reconstruction student, False for OpenUS's teacher
+        feats = method.features(x)
+        assert feats.shape == (3, 128) and method.export_encoder.training == before
+        torch.testing.assert_close(feats, method.export_encoder.eval()(x)[-1].mean((2, 3)))  # eval: no drop path
+    probs = method.teacher_probabilities(x, temperature=0.1)
+    assert probs.shape == (3, 32) and torch.allclose(probs.sum(1), torch.ones(3))
+
+    data = demo_dataset(tmp_path / "demo", n=16, size=64)
+    full = monitor_datalist(str(data))
+    assert len(full) == 16 and {e["label"] for e in full} == {0, 1, 2}
+    part = monitor_datalist(str(data), max_images=8)
+    assert 8 <= len(part) < 16 and {e["label"] for e in part} == {0, 1, 2}
+    assert monitor_datalist("") == []
