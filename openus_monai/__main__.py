@@ -195,7 +195,8 @@ class OpenUSCLI:
             output_dir: study folder.
             ratios: label ratios, e.g. "[0.2,0.6,1.0]".
             seeds: seeds, e.g. "[0,1,2]".
-            pretrained: encoder inits: a checkpoint, a list, or "{'openus': 'enc.pt', 'random': ''}"; "" (default) = random.
+            pretrained: encoder inits: a checkpoint, a list, or "{'openus': 'enc.pt', 'control': 'random:enc.pt', 'unet': ''}";
+                "random:FILE" = FILE's encoder with random weights; "" (default) = the bundle's encoder, random.
             config_file: extra config(s) merged after train.json, e.g. configs/tiny.json.
             overrides: bundle overrides for every run, e.g. "{'max_epochs': 50, 'dataset_dir': '/data/busi'}".
             metrics: metric keys to plot (default: all numbers in metrics.json but n_*).

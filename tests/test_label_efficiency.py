@@ -90,6 +90,26 @@ def test_study_arguments_checked(tmp_path):
         "random": None, "train": str(bundle / "configs" / "train.json")}
 
 
+def test_random_init_arm_passes_the_file_and_init_random(tmp_path):
+    """"random:FILE" and {"pretrained": FILE, "init": "random"}: the bundle gets pretrained=FILE and init=random."""
+    bundle = _fake_bundle(tmp_path / "bundle")
+    enc = tmp_path / "enc.pt"
+    enc.write_bytes(b"x")
+    arms = normalize_pretrained({"openus": str(enc), "ctrl": {"pretrained": str(enc), "init": "random"}, "unet": ""})
+    assert arms == {"openus": str(enc), "ctrl": f"random:{enc}", "unet": None}
+    assert normalize_pretrained([str(enc), f"random:{enc}"]) == {"enc": str(enc), "enc_random": f"random:{enc}"}
+    with pytest.raises(ValueError, match="init"):
+        normalize_pretrained({"x": {"pretrained": str(enc), "init": "imagenet"}})
+    with pytest.raises(FileNotFoundError):
+        normalize_pretrained("random:" + str(tmp_path / "missing.pt"))
+    calls: list = []
+    result = run_label_efficiency(bundle, tmp_path / "study", ratios=[1.0], seeds=[0], pretrained=arms, runner=_fake_runner(calls))
+    got = {run.name: (o["pretrained"], o["init"]) for run, _, _, o in calls}
+    assert got == {"openus": (str(enc), "pretrained"), "ctrl": (str(enc), "random"), "unet": (None, "pretrained")}
+    rows = {r["name"]: r for r in csv.DictReader(open(result["csv"]))}
+    assert rows["ctrl"]["init"] == "random" and rows["ctrl"]["pretrained"] == str(enc)
+
+
 def test_summary_and_command():
     rows = [{"name": "r", "label_ratio": 0.5, "dice": v} for v in (0.2, 0.4, float("nan"))]
     (cell,) = summarize_runs(rows, ["dice"])

@@ -48,7 +48,8 @@ CASES = {
         overrides={"max_epochs": "2"},
         params={"max_epochs": "2", "epoch_length": "4", "base_lr": "0.005", "batch_size": "4", "world_size": "1",
                 "mask_strategy": "self_adaptive", "out_dim": "128", "seed": "0"},
-        epoch_metrics=["epoch_loss", "epoch_loss_cls", "epoch_loss_patch", "epoch_loss_rec_global", "epoch_loss_rec_local", "epoch_lr"],
+        epoch_metrics=["epoch_loss", "epoch_loss_cls", "epoch_loss_patch", "epoch_loss_rec_global", "epoch_loss_rec_local", "epoch_lr",
+                       "monitor_entropy_ratio", "monitor_max_prototype_share", "monitor_feature_std"],  # the collapse monitor
         artifacts=["backbone.pt", "pretrain_final.pt"],
         tensorboard=["epoch_loss", "epoch_loss_cls", "epoch_lr"],
     ),

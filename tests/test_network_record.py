@@ -51,7 +51,8 @@ def test_tiny_classifier_evaluates_and_infers_without_tiny_json(tmp_path):
     _run(["train.json", "tiny.json"], dataset_dir=str(data), ckpt_dir=str(models), output_dir=str(tmp_path / "train"),
          max_epochs=1)
     state = torch.load(models / "model.pt", weights_only=True)
-    assert state[RECORD_KEY]["args"]["encoder"] == {"depths": [1, 1, 1, 1], "dims": 16}
+    encoder = state[RECORD_KEY]["args"]["encoder"]  # the built encoder's whole config (dims per stage)
+    assert encoder["depths"] == [1, 1, 1, 1] and encoder["dims"] == [16, 32, 64, 128]
     # the real-size configs: VMamba-S from the config, the tiny network from the checkpoint
     common = {"dataset_dir": str(data), "ckpt_dir": str(models), "num_workers": 0, "image_size": 64, "num_threads": 1}
     _run(["train.json", "evaluate.json"], output_dir=str(tmp_path / "eval"), **common)

@@ -27,7 +27,7 @@ logger = logging.getLogger(__name__)
 
 #: the checkpoint entry holding the record
 RECORD_KEY = "network_config"
-_WEIGHT_ONLY_ARGS = ("pretrained", "checkpoint_key", "freeze_encoder")  # how weights are initialised, not the shape
+_WEIGHT_ONLY_ARGS = ("pretrained", "checkpoint_key", "freeze_encoder", "init")  # how weights are initialised, not the shape
 
 
 class NetworkRecord:

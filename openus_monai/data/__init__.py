@@ -15,11 +15,11 @@
 
 from .catalog import catalog_table, find_dataset, load_catalog
 from .corpus import build_corpus
-from .dataset import CheckedCacheDataset
+from .dataset import CheckedCacheDataset, first_loadable
 from .datalist import TASKS, build_datalist, read_records, records_to_entries
 from .dedup import dedup
 from .demo import DatasetNotFoundError, check_dataset_dir, default_demo_dir, ensure_demo_data, has_dataset, is_demo_request
-from .entries import first_n, inference_datalist, labeled, pretraining_datalist
+from .entries import first_n, inference_datalist, labeled, monitor_datalist, pretraining_datalist
 from .checked_readers import CheckedITKReader, CheckedNibabelReader, CheckedPILReader, image_readers, is_nifti, source_path
 from .labels import BALANCE_MODES, ClassNames, balanced_sampler, class_weights, encode_labels, labeled_split, read_class_names
 from .formats import LoadFramed, iter_frames, read_frame
@@ -60,6 +60,7 @@ __all__ = [
     "read_frame",
     "BALANCE_MODES",
     "CheckedCacheDataset",
+    "first_loadable",
     "CheckedITKReader",
     "CheckedNibabelReader",
     "CheckedPILReader",
@@ -100,6 +101,7 @@ __all__ = [
     "read_labels_csv",
     "read_records",
     "records_to_entries",
+    "monitor_datalist",
     "render_phantom",
     "scan_class_folders",
     "scan_image_folder",

@@ -22,12 +22,13 @@ import logging
 from collections.abc import Callable, Sequence
 from typing import Any
 
+import torch
 from monai.data import CacheDataset
 
 from ..terminal import show_progress
 from .validation import InvalidFiles, InvalidImageError, find_invalid
 
-__all__ = ["CheckedCacheDataset"]
+__all__ = ["CheckedCacheDataset", "first_loadable"]
 
 logger = logging.getLogger(__name__)
 
@@ -118,3 +119,35 @@ class CheckedCacheDataset(CacheDataset):
                     raise
                 self.invalid_files.record([error], "load")
         raise ValueError(f"item {index} and the {self.max_substitutes} items after it all failed to load (see the skipped files report)")
+
+
+def first_loadable(entries: Sequence[dict], transform: Callable, n: int, key: str = "image") -> torch.Tensor:
+    """``key`` of the first ``n`` entries that load, stacked: a fixed batch (e.g. the pretraining monitor's probe).
+
+    Files that fail to load (an invalid-file error) are passed over silently: the run's dataset applies and
+    reports the invalid-file policy; other errors are raised.
+
+    Args:
+        entries: datalist entries, in the order to try them.
+        transform: ``entry -> dict`` (e.g. a ``Compose`` loading and resizing the image).
+        n: how many to take (fewer when fewer load).
+        key: the entry of the transformed dict to stack.
+
+    Returns:
+        ``[n, ...]`` tensor (plain, no metadata).
+
+    Raises:
+        ValueError: none of the entries loaded.
+    """
+    out: list[torch.Tensor] = []
+    for entry in entries:
+        if len(out) >= n:
+            break
+        try:
+            out.append(torch.as_tensor(transform(dict(entry))[key]).as_subclass(torch.Tensor))
+        except Exception as e:
+            if find_invalid(e) is None:
+                raise
+    if not out:
+        raise ValueError(f"none of the {len(entries)} entries could be loaded")
+    return torch.stack(out)

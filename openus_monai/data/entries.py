@@ -1,7 +1,7 @@
 """The entry lists a run uses, beyond :func:`~openus_monai.data.build_datalist`: images to infer on
 (:func:`inference_datalist`, both downstream bundles), every valid image to pretrain on
-(:func:`pretraining_datalist`), the labeled entries of a split (:func:`labeled`) and a shortened list
-(:func:`first_n`)."""
+(:func:`pretraining_datalist`), the labeled entries of a split (:func:`labeled`), a shortened list
+(:func:`first_n`) and the class-labelled images that monitor pretraining (:func:`monitor_datalist`)."""
 
 from __future__ import annotations
 
@@ -13,10 +13,12 @@ from pathlib import Path
 from .datalist import _SPLITS as SPLITS
 from .datalist import build_datalist, read_records
 from .demo import DatasetNotFoundError, ensure_demo_data, is_demo_request
+from .labels import encode_labels
 from .readers import is_image_file, read_datalist_json, scan_class_folders, scan_image_folder
+from .splits import subset_by_label_ratio
 from .validation import InvalidFiles, validate_datalist
 
-__all__ = ["first_n", "inference_datalist", "labeled", "pretraining_datalist"]
+__all__ = ["first_n", "inference_datalist", "labeled", "monitor_datalist", "pretraining_datalist"]
 
 logger = logging.getLogger(__name__)
 
@@ -151,3 +153,27 @@ def pretraining_datalist(
     entries = build_datalist(root, "pretraining", seed=seed, check_exists=False)["training"]  # missing files: reported below
     entries = validate_datalist(entries, invalid_files, keys=("image",))
     return [dict(entry, index=i) for i, entry in enumerate(entries)]
+
+
+def monitor_datalist(dataset_dir: str | os.PathLike | None, max_images: int | None = None, seed: int = 0) -> list[dict]:
+    """Class-labelled images (all splits) for the k-NN monitor of pretraining, labels as class indices.
+
+    Args:
+        dataset_dir: a classification data set (``datalist.json``, ``labels.csv`` with a ``label`` column,
+            or class folders; e.g. BUSI or a ``prepare`` output); empty or None: no monitoring (``[]``).
+        max_images: keep a seeded, class-stratified subset of at most this many (None or 0: all).
+        seed: seed of that subset.
+
+    Returns:
+        ``[{"image": path, "label": class index}]``.
+
+    Raises:
+        FileNotFoundError, ValueError: as :func:`~openus_monai.data.build_datalist` (no data set, no labels).
+    """
+    if not dataset_dir:
+        return []
+    datalist = build_datalist(dataset_dir, "classification", merge_splits=True, seed=seed)
+    entries = encode_labels(datalist["training"], [str(c) for c in datalist["classes"]])
+    if max_images and int(max_images) < len(entries):
+        entries = subset_by_label_ratio(entries, int(max_images) / len(entries), seed, stratify_key="label")
+    return [{"image": e["image"], "label": int(e["label"])} for e in entries]

@@ -34,10 +34,11 @@ class RepresentationMonitor:
     loggers (MONAI's ``TensorBoardStatsHandler``, ``MLFlowHandler``) record the metrics when attached after
     this handler. Nothing here knows the engine's internals: the callables are the whole interface.
 
-    Example wiring for OpenUS (``net`` an :class:`~openus_monai.networks.pretrain.OpenUSMetaArch`)::
+    Wiring for a pretraining method (``method`` a :class:`~openus_monai.methods.PretrainingMethod`; the
+    pretraining bundle's ``train.json`` does this, see its ``monitor`` section)::
 
-        feature_fn = lambda x: net.teacher.encoder(x)[-1].mean((2, 3))
-        probs_fn = lambda x: net.ibot_loss.teacher_probs(*net.teacher(x)[:2], temp, patch_temp)[0]
+        RepresentationMonitor(method.features, val_loader,
+                              functools.partial(method.teacher_probabilities, temperature=teacher_temp), probe_images)
 
     Args:
         feature_fn: ``images [B, C, H, W] -> features [B, D]`` (e.g. the teacher encoder's pooled last stage).

@@ -35,7 +35,10 @@ class PretrainingMethod(nn.Module):
         device_keys: those the engine moves to the device (None: all of ``required_keys``).
         student: the module the optimizer trains, the one ``DistributedDataParallel`` wraps
             (:meth:`wrap_student`); run it through :meth:`run_student`.
-        export_encoder: the encoder written as the pretrained backbone.
+        export_encoder: the encoder written as the pretrained backbone (its pooled output is :meth:`features`).
+
+    Methods with a self-distillation teacher also offer ``teacher_probabilities(images, temperature) -> [B, K]``,
+    what :class:`~openus_monai.handlers.RepresentationMonitor` checks for collapse.
     """
 
     required_keys: tuple[str, ...] = ()
@@ -45,6 +48,30 @@ class PretrainingMethod(nn.Module):
     @property
     def export_encoder(self) -> nn.Module:
         raise NotImplementedError(f"{type(self).__name__} must name the encoder to export")
+
+    @torch.no_grad()
+    def features(self, images: torch.Tensor) -> torch.Tensor:
+        """Pooled features of :attr:`export_encoder` (in eval mode), for k-NN / linear-probe monitoring.
+
+        Args:
+            images: ``[B, C, H, W]``.
+
+        Returns:
+            ``[B, D]``: the last stage map averaged over space (``[B, D, h, w]`` outputs), the mean token
+            (``[B, L, D]`` outputs), or the flattened output.
+        """
+        encoder = self.export_encoder
+        training = encoder.training
+        encoder.eval()
+        try:
+            out = encoder(images)
+        finally:
+            encoder.train(training)
+        if isinstance(out, (list, tuple)):
+            out = out[-1]
+        if out.ndim == 4:
+            return out.mean((2, 3))
+        return out.mean(1) if out.ndim == 3 else out.flatten(1)
 
     def wrap_student(self, wrapper: nn.Module | None) -> None:
         """Run the student through ``wrapper`` (e.g. ``DistributedDataParallel(method.student)``); the

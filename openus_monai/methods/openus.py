@@ -75,6 +75,20 @@ class OpenUSMethod(OpenUSMetaArch, PretrainingMethod):
     def export_encoder(self) -> torch.nn.Module:
         return self.teacher.encoder
 
+    @torch.no_grad()
+    def teacher_probabilities(self, images: torch.Tensor, temperature: float) -> torch.Tensor:
+        """The teacher's centred, sharpened class distributions (what the student is trained to match).
+
+        Args:
+            images: ``[B, C, H, W]`` (whole images or global views).
+            temperature: the teacher temperature.
+
+        Returns:
+            ``[B, K]`` probabilities (``K = out_dim``).
+        """
+        t_cls, t_patch, _ = self.teacher(images)
+        return self.ibot_loss.teacher_probs(t_cls.float(), t_patch.float(), temperature, temperature)[0]
+
     def forward(
         self, batch: Mapping[str, torch.Tensor], schedule: Mapping[str, float], autocast: Autocast = nullcontext
     ) -> dict[str, Any]:

@@ -19,6 +19,14 @@ from .layers import LayerNorm2d, Linear2d, Mlp2d
 from .ops.attention import ScanParams, attention_map, attention_scores
 from .ops.scan_cpu import linear_recurrence
 from .ops.selective_scan import available_backends, selective_scan
+from .pretrained import (
+    INITS,
+    build_pretrained_encoder,
+    encoder_config,
+    encoder_config_from_checkpoint,
+    infer_vmamba_config,
+    read_encoder_checkpoint,
+)
 from .record import build_from_record, encoder_file, encoder_record, is_encoder_file, load_encoder_file
 from .segnet import OpenUSSegNet
 from .ss2d import SS2D
@@ -28,6 +36,12 @@ from .vmamba import VMamba, VSSBlock, vmamba_base, vmamba_small, vmamba_tiny
 
 __all__ = [
     "CLASSIFIER_MODES",
+    "INITS",
+    "build_pretrained_encoder",
+    "encoder_config",
+    "encoder_config_from_checkpoint",
+    "infer_vmamba_config",
+    "read_encoder_checkpoint",
     "OpenUSClassifier",
     "ChannelAttention",
     "ChannelAttentionBlock",

@@ -37,13 +37,16 @@ class OpenUSClassifier(FreezableEncoder):
         in_channels: input channels when the encoder is built here (1 for grayscale ultrasound); ignored
             when ``encoder`` is a module.
         pretrained: encoder checkpoint (OpenUS, VMamba ImageNet, exported by this project, or a checkpoint of
-            this classifier); ``None`` or ``""`` keeps the random initialisation. A 3-channel stem is adapted
-            to a 1-channel encoder.
+            this classifier or of the segmentation network); ``None`` or ``""`` keeps the random initialisation.
+            When the encoder is built here its architecture is the checkpoint's, whatever ``encoder`` says.
+            A 3-channel stem is adapted to a 1-channel encoder.
         checkpoint_key: entry of ``pretrained`` to read (default: ``teacher`` when present).
         freeze_encoder: freeze the encoder (see above).
         head_norm: norm on the pooled features: ``"layer"`` (LayerNorm), ``"batch"`` (BatchNorm1d without
             affine parameters, as in MAE's linear probing) or ``"none"``.
         dropout: dropout before the linear head.
+        init: ``"pretrained"`` (load ``pretrained``'s weights) or ``"random"`` (the architecture ``pretrained``
+            describes, random weights: the control arm of a comparison).
         mode: deprecated spelling of ``freeze_encoder``: ``"linear_probe"`` (frozen) or ``"finetune"``.
         encoder_kwargs: overrides for the encoder preset or config (e.g. ``drop_path_rate=0.1``).
 
@@ -66,6 +69,7 @@ class OpenUSClassifier(FreezableEncoder):
         head_norm: str | None = "layer",
         dropout: float = 0.0,
         mode: str | None = None,
+        init: str = "pretrained",
         **encoder_kwargs: Any,
     ) -> None:
         super().__init__()
@@ -74,11 +78,11 @@ class OpenUSClassifier(FreezableEncoder):
         if isinstance(encoder, nn.Module):
             if encoder_kwargs:
                 raise ValueError(f"encoder_kwargs {sorted(encoder_kwargs)} apply only when the encoder is built here")
-            if pretrained:
+            if pretrained and init == "pretrained":
                 load_openus_checkpoint(encoder, pretrained, key=checkpoint_key)
         else:
             encoder = build_encoder(
-                encoder, in_channels=in_channels, pretrained=pretrained or None, checkpoint_key=checkpoint_key, **encoder_kwargs
+                encoder, in_channels=in_channels, pretrained=pretrained or None, checkpoint_key=checkpoint_key, init=init, **encoder_kwargs
             )
         if not hasattr(encoder, "num_features"):
             raise TypeError(f"encoder must be a VMamba (with num_features), got {type(encoder).__name__}")

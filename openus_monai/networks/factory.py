@@ -9,8 +9,9 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 import torch.nn as nn
+from monai.utils import instantiate
 
-from .checkpoint import load_openus_checkpoint
+from .pretrained import INITS, build_pretrained_encoder
 from .vmamba import VMamba, vmamba_base, vmamba_small, vmamba_tiny
 
 __all__ = [
@@ -38,27 +39,40 @@ def build_encoder(
     in_channels: int = 3,
     pretrained: str | os.PathLike | None = None,
     checkpoint_key: str | None = None,
+    init: str = "pretrained",
     **kwargs: Any,
-) -> VMamba:
-    """An encoder from a preset name (``vmamba_tiny``/``small``/``base``) or a ``VMamba`` config dict.
+) -> nn.Module:
+    """An encoder from a preset name (``vmamba_tiny``/``small``/``base``), a ``VMamba`` config dict, an encoder
+    record, or the checkpoint ``pretrained`` alone.
+
+    With ``pretrained``, the architecture is the checkpoint's (self-describing files, seg/cls ``model.pt``,
+    pretraining and original OpenUS checkpoints: :func:`~openus_monai.networks.pretrained.build_pretrained_encoder`),
+    whatever ``name`` says (a log line notes it); ``init="random"`` builds it without loading the weights.
 
     Args:
-        name: preset name, or keyword arguments of :class:`VMamba` (e.g. ``{"depths": [1, 1, 2, 1], "dims": 32}``).
+        name: preset name, keyword arguments of :class:`VMamba` (e.g. ``{"depths": [1, 1, 2, 1], "dims": 32}``),
+            or a ``{"_target_", "args"}`` record of another encoder class.
         in_channels: 1 (grayscale) or 3.
-        pretrained: optional checkpoint (OpenUS, VMamba ImageNet, or exported by this project); ``None``
+        pretrained: optional checkpoint (OpenUS, VMamba ImageNet, or written by this project); ``None``
             or ``""`` keeps the random initialisation.
         checkpoint_key: entry of the checkpoint to read (default: ``teacher`` when present).
+        init: ``"pretrained"`` (load the weights of ``pretrained``) or ``"random"`` (its architecture only).
         kwargs: overrides passed to the preset (e.g. ``drop_path_rate``).
     """
-    if isinstance(name, Mapping):
+    if init not in INITS:
+        raise ValueError(f"init must be one of {INITS}, got {init!r}")
+    if pretrained:
+        encoder = build_pretrained_encoder(pretrained, init, key=checkpoint_key, in_channels=in_channels, **kwargs)
+        logger.info("encoder architecture taken from %s (the configured encoder %r is not used)", pretrained, name)
+        return encoder
+    if isinstance(name, Mapping) and "_target_" in name:
+        encoder = instantiate(str(name["_target_"]), "default", **{**dict(name.get("args") or {}), "in_channels": in_channels, **kwargs})
+    elif isinstance(name, Mapping):
         encoder = VMamba(**{**name, "in_channels": in_channels, **kwargs})
     elif name in PRESETS:
         encoder = PRESETS[name](in_channels=in_channels, **kwargs)
     else:
         raise ValueError(f"unknown encoder {name!r}; choose from {sorted(PRESETS)} or pass a VMamba config dict")
-    if pretrained:
-        report = load_openus_checkpoint(encoder, pretrained, key=checkpoint_key)
-        logger.info("encoder weights: %s", report)
     return encoder
 
 

@@ -48,12 +48,14 @@ class OpenUSSegNet(FreezableEncoder):
         in_channels: input channels when the encoder is built here (1 for grayscale ultrasound).
         num_classes: output channels, background included (2 for lesion vs background).
         pretrained: encoder checkpoint (exported by the pretraining bundle, an original OpenUS or VMamba
-            checkpoint); None or ``""`` keeps the random initialisation. Only when the encoder is built here.
+            checkpoint, a seg/cls ``model.pt``); None or ``""`` keeps the random initialisation. Only when the
+            encoder is built here; the encoder's architecture is then the checkpoint's, whatever ``encoder`` says.
         checkpoint_key: entry of the checkpoint to read (default: ``teacher`` when present).
         freeze_encoder: freeze the encoder (see above).
         drop_path_rate: stochastic depth of the encoder when built here.
         decoder_depths: decoder blocks per stage (int or 3 ints), when the decoder is built here.
         decoder_drop_path_rate: stochastic depth of the decoder when built here.
+        init: ``"pretrained"`` (load ``pretrained``'s weights) or ``"random"`` (its architecture, random weights).
 
     Example::
 
@@ -74,6 +76,7 @@ class OpenUSSegNet(FreezableEncoder):
         drop_path_rate: float = 0.1,
         decoder_depths: int | Sequence[int] = 2,
         decoder_drop_path_rate: float = 0.1,
+        init: str = "pretrained",
     ) -> None:
         super().__init__()
         if isinstance(encoder, nn.Module):
@@ -86,6 +89,7 @@ class OpenUSSegNet(FreezableEncoder):
                 in_channels=in_channels,
                 pretrained=pretrained or None,
                 checkpoint_key=checkpoint_key,
+                init=init,
                 drop_path_rate=drop_path_rate,
             )
         dims = getattr(self.encoder, "dims", None)

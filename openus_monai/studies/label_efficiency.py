@@ -39,6 +39,8 @@ logger = logging.getLogger(__name__)
 
 #: the paper's label ratios (Fig. 5)
 DEFAULT_RATIOS: tuple[float, ...] = (0.2, 0.4, 0.6, 0.8, 1.0)
+#: an arm ``"random:CHECKPOINT"``: the checkpoint's encoder architecture, randomly initialised (the bundles' ``init``)
+RANDOM_PREFIX = "random:"
 
 
 class LabelEfficiencyRun:
@@ -46,7 +48,8 @@ class LabelEfficiencyRun:
 
     Attributes:
         name: short name of the initialisation (``"random"``, ``"openus"``...).
-        pretrained: the bundle's ``pretrained`` value (None: random init).
+        pretrained: the arm as :func:`normalize_pretrained` spells it: a checkpoint, ``"random:CHECKPOINT"``
+            (its architecture with random weights) or None (the bundle's own encoder, random weights).
         label_ratio: fraction of training labels.
         seed: the bundle's ``seed`` (label subset, validation hold-out, initialisation, augmentation).
         run_dir: folder of this run's checkpoints, evaluation and logs.
@@ -57,12 +60,23 @@ class LabelEfficiencyRun:
         self.label_ratio, self.seed, self.run_dir = float(label_ratio), int(seed), Path(run_dir)
 
     @property
+    def checkpoint(self) -> str | None:
+        """The bundle's ``pretrained`` value: the checkpoint file (also for a random-init arm), or None."""
+        return self.pretrained.removeprefix(RANDOM_PREFIX) if self.pretrained else None
+
+    @property
+    def init(self) -> str:
+        """The bundle's ``init`` value: ``"random"`` for a ``random:CHECKPOINT`` arm, else ``"pretrained"``."""
+        return "random" if self.pretrained and self.pretrained.startswith(RANDOM_PREFIX) else "pretrained"
+
+    @property
     def overrides(self) -> dict[str, Any]:
         """The bundle overrides that define this run."""
         return {
             "label_ratio": self.label_ratio,
             "seed": self.seed,
-            "pretrained": self.pretrained,
+            "pretrained": self.checkpoint,
+            "init": self.init,
             "ckpt_dir": str(self.run_dir / "models"),
             "output_dir": str(self.run_dir / "eval"),
         }
@@ -75,29 +89,48 @@ class LabelEfficiencyRun:
         return f"LabelEfficiencyRun({self.name!r}, ratio={self.label_ratio}, seed={self.seed})"
 
 
-def normalize_pretrained(pretrained: str | Sequence[str | None] | Mapping[str, str | None] | None) -> dict[str, str | None]:
-    """``{name: checkpoint or None}`` from a mapping, a list of paths or one path.
+def normalize_pretrained(pretrained: str | Sequence[Any] | Mapping[str, Any] | None) -> dict[str, str | None]:
+    """``{name: arm}`` from a mapping, a list of arms or one arm.
 
-    ``""``/None/``"none"``/``"random"`` mean random initialisation (named ``random``); a path is named
-    after its file (``encoder.pt`` -> ``encoder``), made unique with a suffix when needed.
+    An arm is a checkpoint (its encoder, pretrained); ``"random:CHECKPOINT"`` or ``{"pretrained": CHECKPOINT,
+    "init": "random"}`` (the same encoder, randomly initialised: the control arm); ``""``/None/``"none"``/
+    ``"random"`` (the bundle's configured encoder, random init, named ``random``). A checkpoint arm is named
+    after its file (``encoder.pt`` -> ``encoder``, a random-init arm ``encoder_random``), made unique with a
+    suffix when needed. Arms come back as ``CHECKPOINT``, ``"random:CHECKPOINT"`` or None.
 
     Raises:
         FileNotFoundError: a checkpoint does not exist.
+        ValueError: an ``init`` other than ``pretrained`` / ``random``.
     """
-    if pretrained is None or isinstance(pretrained, (str, os.PathLike)):
+    if pretrained is None or isinstance(pretrained, (str, os.PathLike)) or (isinstance(pretrained, Mapping) and _is_arm_mapping(pretrained)):
         pretrained = [pretrained]
     items = list(pretrained.items()) if isinstance(pretrained, Mapping) else [(None, p) for p in pretrained]
     out: dict[str, str | None] = {}
-    for name, path in items:
-        path = None if path is None or str(path).strip().lower() in ("", "none", "null", "random") else str(path)
+    for name, arm in items:
+        init = "pretrained"
+        if isinstance(arm, Mapping):
+            arm, init = arm.get("pretrained"), str(arm.get("init", "pretrained")).lower()
+            if init not in ("pretrained", "random"):
+                raise ValueError(f"init must be 'pretrained' or 'random', got {init!r}")
+        path = None if arm is None else str(arm).strip()
+        if path is not None and path.startswith(RANDOM_PREFIX):
+            path, init = path.removeprefix(RANDOM_PREFIX), "random"
+        if path is None or path.lower() in ("", "none", "null", "random"):
+            path = None
         if path is not None and not Path(path).is_file():
             raise FileNotFoundError(f"pretrained checkpoint {path} does not exist")
-        base = str(name) if name else ("random" if path is None else Path(path).name.split(".")[0])
+        random_file = path is not None and init == "random"
+        base = str(name) if name else ("random" if path is None else Path(path).name.split(".")[0] + ("_random" if random_file else ""))
         unique, k = base, 2
         while unique in out:
             unique, k = f"{base}_{k}", k + 1
-        out[unique] = path
+        out[unique] = RANDOM_PREFIX + path if random_file else path
     return out
+
+
+def _is_arm_mapping(value: Mapping[str, Any]) -> bool:
+    """Whether a mapping is one arm (``{"pretrained": ..., "init": ...}``) rather than ``{name: arm}``."""
+    return "pretrained" in value and set(value) <= {"pretrained", "init"} and not isinstance(value["pretrained"], Mapping)
 
 
 def _cli_value(value: Any) -> str:
@@ -262,8 +295,9 @@ def run_label_efficiency(
             (mean and std over seeds), ``label_efficiency.png`` and the run folders.
         ratios: label ratios in (0, 1].
         seeds: seeds; the spread over seeds is the band in the plot.
-        pretrained: initialisations: ``{name: checkpoint}``, a list of checkpoints, one path; ``""``/None is
-            random init (see :func:`normalize_pretrained`). Default: random init only.
+        pretrained: initialisations: ``{name: arm}``, a list of arms, one arm; an arm is a checkpoint,
+            ``"random:CHECKPOINT"`` (same encoder, random weights) or ``""``/None (the bundle's encoder, random
+            init); see :func:`normalize_pretrained`. Default: random init only.
         config_files: extra config files merged after ``train.json`` (e.g. ``configs/tiny.json``); relative
             paths are looked up in the working directory, then in the bundle folder.
         overrides: more bundle overrides for every run, e.g. ``{"max_epochs": 50, "dataset_dir": "/data/busi"}``.
@@ -333,10 +367,10 @@ def run_label_efficiency(
         if not run.metrics_file.is_file():
             raise RuntimeError(f"{run}: the evaluation wrote no {run.metrics_file}")
         summary = json.loads(run.metrics_file.read_text(encoding="utf-8"))
-        rows.append({"name": run.name, "pretrained": run.pretrained or "", "label_ratio": run.label_ratio,
+        rows.append({"name": run.name, "pretrained": run.checkpoint or "", "init": run.init, "label_ratio": run.label_ratio,
                      "seed": run.seed, **_numeric(summary), "run_dir": str(run.run_dir)})
 
-    found = [k for k in rows[0] if k not in ("name", "pretrained", "label_ratio", "seed", "run_dir") and not k.startswith("n_")]
+    found = [k for k in rows[0] if k not in ("name", "pretrained", "init", "label_ratio", "seed", "run_dir") and not k.startswith("n_")]
     chosen = list(metrics) if metrics else found
     missing = [m for m in chosen if all(m not in r for r in rows)]
     if missing or not chosen:
