@@ -147,13 +147,9 @@ class SS2D(nn.Module):
         k, rank, n = self.directions, self.dt_rank, self.d_state
         x = self.act(self.conv2d(self.in_proj(x)))
         tokens = x.permute(0, 2, 3, 1).reshape(batch, height * width, self.d_inner)  # [B, L, D], a view if channel-last
-        # one GEMM for all directions, its rows ordered [dt of all K | B of all K | C of all K]
-        w_dt, w_b, w_c = torch.split(self.x_proj_weight, [rank, n, n], dim=1)
-        x_dbl = F.linear(tokens, torch.cat([w.reshape(-1, self.d_inner) for w in (w_dt, w_b, w_c)]))
-        dts, bs, cs = torch.split(x_dbl, [k * rank, k * n, k * n], dim=-1)
-        # the K step-size projections as one block-diagonal GEMM, written straight into the kernel's [B, L, K, D]
-        dts = F.linear(dts, torch.block_diag(*self.dt_projs_weight)).view(batch, -1, k, self.d_inner)
-        bs, cs = (t.reshape(batch, -1, k, n) for t in (bs, cs))
+        x_dbl = torch.matmul(tokens, self.x_proj_weight.view(-1, self.d_inner).t()).view(batch, -1, k, rank + 2 * n)
+        dts, bs, cs = torch.split(x_dbl, [rank, n, n], dim=-1)
+        dts = torch.einsum("blkr,kdr->blkd", dts, self.dt_projs_weight)  # [B, L, K, D]
         a = -torch.exp(self.A_logs.float()).view(k, self.d_inner, n)
         y = fused_scan(tokens, dts, a, bs, cs, self.Ds.view(k, self.d_inner), height, width, self.dt_projs_bias, True)  # [B, L, D]
         norm = self.out_norm
