@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 
 import torch
 
@@ -173,7 +174,7 @@ LIMIT_CASES = {
 
 
 def profile_main(args: argparse.Namespace) -> None:
-    import os
+    """``--profile``: the limit table (each case in its own process) for every batch, then the profiles."""
     import openus_monai.networks as networks
 
     common = ["--size", str(args.size), "--repeats", str(args.repeats), "--threads", str(args.threads)]
