@@ -109,3 +109,37 @@ def test_accepts_monai_metatensor():
     maps, scores = enc(MetaTensor(x), return_attention=True)
     assert type(maps[-1]) is torch.Tensor
     torch.testing.assert_close(maps[-1], enc(x)[-1])
+
+
+def test_channel_last_memory_same_numbers_as_channel_first():
+    """The encoder runs channel-last inside; its blocks give the same numbers on channel-first storage."""
+    from openus_monai.networks import Linear2d
+
+    torch.manual_seed(0)
+    enc = VMamba(depths=(1, 1, 2, 1), dims=16).eval()
+    maps = enc(torch.randn(2, 3, 64, 64))
+    assert all(m.is_contiguous(memory_format=torch.channels_last) for m in maps)
+    assert all(m.weight.is_contiguous(memory_format=torch.channels_last) for m in enc.modules() if isinstance(m, torch.nn.Conv2d))
+    block, x = enc.layers[1].blocks[0], torch.randn(2, 32, 8, 8)
+    with torch.no_grad():
+        last = block(x.contiguous(memory_format=torch.channels_last))
+        torch.testing.assert_close(last, block(x), rtol=1e-5, atol=1e-5)
+    proj = Linear2d(32, 24)
+    torch.testing.assert_close(proj(x.contiguous(memory_format=torch.channels_last)), proj(x), rtol=1e-5, atol=1e-5)
+
+
+def test_bfloat16_autocast_close_to_float32():
+    """bf16 inference (autocast: bf16 GEMMs and convolutions, the scan in float32) within bf16's own tolerance."""
+    torch.manual_seed(0)
+    enc = VMamba(depths=(1, 1, 2, 1), dims=32).eval()
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        full = enc(x)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            half = enc(x)
+    for f, h in zip(full, half):
+        assert h.dtype in (torch.bfloat16, torch.float32)
+        err = (h.float() - f).norm() / f.norm()
+        assert err < 2e-2, f"relative error {err:.3g}"
+        # and clearly not float32: bf16 has 8 mantissa bits
+        assert err > 1e-5

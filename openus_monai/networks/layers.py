@@ -19,7 +19,10 @@ def plain_tensor(x: torch.Tensor) -> torch.Tensor:
 
 
 class LayerNorm2d(nn.LayerNorm):
-    """LayerNorm over the channels of a ``[B, C, H, W]`` map (parameters ``weight``/``bias`` ``[C]``)."""
+    """LayerNorm over the channels of a ``[B, C, H, W]`` map (parameters ``weight``/``bias`` ``[C]``).
+
+    On a channel-last map (``torch.channels_last``) the permutes are views and the result is channel-last.
+    """
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = F.layer_norm(x.permute(0, 2, 3, 1), self.normalized_shape, self.weight, self.bias, self.eps)
@@ -29,11 +32,14 @@ class LayerNorm2d(nn.LayerNorm):
 class Linear2d(nn.Linear):
     """A 1x1 convolution on ``[B, C, H, W]`` with a linear layer's ``[out, in]`` weight (checkpoint-compatible).
 
-    Computed as a batched matrix product, whose forward and backward are plain GEMMs (faster on the CPU
-    than a 1x1 convolution's backward).
+    Computed as a matrix product, whose forward and backward are plain GEMMs (faster on the CPU than a 1x1
+    convolution's backward): on a channel-last map one ``[B*H*W, C_in] x [C_in, C_out]`` GEMM with a
+    channel-last result (no copies), otherwise one ``[C_out, C_in] x [C_in, H*W]`` product per image.
     """
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.is_contiguous(memory_format=torch.channels_last):
+            return F.linear(x.permute(0, 2, 3, 1), self.weight, self.bias).permute(0, 3, 1, 2)
         batch, channels, height, width = x.shape
         y = torch.matmul(self.weight, x.reshape(batch, channels, height * width)).view(batch, -1, height, width)
         return y if self.bias is None else y + self.bias[:, None, None]

@@ -146,10 +146,10 @@ class SS2D(nn.Module):
         batch, _, height, width = x.shape
         k, rank, n = self.directions, self.dt_rank, self.d_state
         x = self.act(self.conv2d(self.in_proj(x)))
-        tokens = x.permute(0, 2, 3, 1).reshape(batch, height * width, self.d_inner)  # [B, L, D]
+        tokens = x.permute(0, 2, 3, 1).reshape(batch, height * width, self.d_inner)  # [B, L, D], a view if channel-last
         x_dbl = torch.matmul(tokens, self.x_proj_weight.view(-1, self.d_inner).t()).view(batch, -1, k, rank + 2 * n)
         dts, bs, cs = torch.split(x_dbl, [rank, n, n], dim=-1)
-        dts = torch.einsum("blkr,kdr->blkd", dts, self.dt_projs_weight)
+        dts = torch.einsum("blkr,kdr->blkd", dts, self.dt_projs_weight)  # [B, L, K, D]
         a = -torch.exp(self.A_logs.float()).view(k, self.d_inner, n)
         y = fused_scan(tokens, dts, a, bs, cs, self.Ds.view(k, self.d_inner), height, width, self.dt_projs_bias, True)  # [B, L, D]
         norm = self.out_norm

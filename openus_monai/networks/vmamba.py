@@ -135,6 +135,9 @@ class VMamba(nn.Module):
         for i, dim in enumerate(dims):
             self.add_module(f"outnorm{i}", LayerNorm2d(dim))
         self.apply(init_linear_and_norm)
+        for module in self.modules():  # kernels in the layout the channel-last convolutions want: no reorder per call
+            if isinstance(module, nn.Conv2d):
+                module.weight.data = module.weight.data.contiguous(memory_format=torch.channels_last)
 
     @property
     def num_features(self) -> int:
@@ -175,10 +178,13 @@ class VMamba(nn.Module):
             return_scan_params: capture the :class:`ScanParams` of ``layers[-1].blocks[-1]``.
 
         Returns:
-            four maps ``[B, C_i, H / 2^(i+2), W / 2^(i+2)]`` after their output norms, and the params (or None).
+            four maps ``[B, C_i, H / 2^(i+2), W / 2^(i+2)]`` (channel-last memory) after their output norms,
+            and the params (or None).
         """
         self._check_input(x)
-        x = self.patch_embed(plain_tensor(x))
+        # channel-last memory end to end: convolutions, norms, projections and the fused scan all read and
+        # write [B, H, W, C] storage, so no permute has to copy between blocks
+        x = self.patch_embed(plain_tensor(x).contiguous(memory_format=torch.channels_last))
         if mask is not None:
             x = self._apply_mask(x, mask)
         maps, params = [], None
