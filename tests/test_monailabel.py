@@ -249,8 +249,9 @@ def test_monailabel_serves_and_trains_the_bundles(tmp_path):
         trained = seg / "models" / "model.pt"
         assert trained.read_bytes() != first_weights, "training wrote no new models/model.pt"
         state = torch.load(trained, map_location="cpu", weights_only=True)
+        assert set(state) == {"model", "network_config"}  # the bundle's format: weights + the network's record
         net = _inference_parser(seg).get_parsed_content("network_def")
-        net.load_state_dict(state)
+        net.load_state_dict(state["model"])
         log = (ours / "logs" / "app.log").read_text(errors="replace")
         assert "Total Records for Training: 3" in log and "Epoch[1] Complete" in log
         assert f"Add Checkpoint Loader for Path: {trained}" in log  # fine-tunes the served model
