@@ -2,6 +2,7 @@
 
 from .checkpoint import LoadReport, load_openus_checkpoint, read_state_dict
 from .classifier import OpenUSClassifier
+from .features import FeatureInferer, OpenUSFeatureExtractor
 from .decoder import ChannelAttention, ChannelAttentionBlock, MambaDecoder, MambaDecoderBlock, PatchExpand
 from .factory import (
     CLASSIFIER_MODES,
@@ -24,6 +25,8 @@ from .vmamba import VMamba, VSSBlock, vmamba_base, vmamba_small, vmamba_tiny
 __all__ = [
     "CLASSIFIER_MODES",
     "OpenUSClassifier",
+    "OpenUSFeatureExtractor",
+    "FeatureInferer",
     "ChannelAttention",
     "ChannelAttentionBlock",
     "MambaDecoder",
