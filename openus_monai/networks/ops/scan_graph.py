@@ -23,7 +23,9 @@ from typing import Optional
 import torch
 import torch.nn.functional as F
 
-__all__ = ["CHUNK", "selective_scan_graph"]
+from .scan_inputs import ScanInputs
+
+__all__ = ["CHUNK", "selective_scan_graph", "selective_scan_graph_backend"]
 
 CHUNK = 16  # steps per chunk: work ~ L * CHUNK within chunks + (L / CHUNK)^2 across them
 
@@ -92,3 +94,8 @@ def selective_scan_graph(
     if D is not None:
         y = y + D.float()[:, None] * u.float()
     return y.to(u.dtype)
+
+
+def selective_scan_graph_backend(inputs: ScanInputs) -> torch.Tensor:
+    """:func:`selective_scan_graph` as a registered backend (``"graph"``: taken under ``torch.export``)."""
+    return selective_scan_graph(*inputs)
