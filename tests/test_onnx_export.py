@@ -18,6 +18,7 @@ pytest.importorskip("onnxscript")
 ort = pytest.importorskip("onnxruntime")
 
 
+@pytest.mark.slow  # the export takes minutes on a loaded 2-core CPU (see the bundles' README, Export)
 @pytest.mark.parametrize("bundle", ["openus_seg", "openus_cls"])
 def test_onnx_export_matches_eager_at_two_sizes(bundle, tmp_path):
     from monai.bundle import ConfigParser, onnx_export
