@@ -76,9 +76,7 @@ def selective_scan_graph(
     # [B, G, D/G, N, L]
     log_decay = dt.view(batch, groups, per_group, 1, length) * A.float().view(groups, per_group, d_state, 1)
     drive = (dt * u.float()).view(batch, groups, per_group, 1, length) * B.float().view(batch, groups, 1, d_state, length)
-    # steps appended at the end never influence earlier ones; one whole chunk more than needed keeps the number
-    # of chunks >= 2, so that torch.export does not specialise it to 1 (its 0/1 rule) for small maps
-    pad = (chunk - length % chunk) % chunk + chunk
+    pad = (chunk - length % chunk) % chunk  # steps appended at the end never influence earlier ones
     log_decay, drive = F.pad(log_decay, [0, pad]), F.pad(drive, [0, pad])
     n_chunks = (length + pad) // chunk
     shape = [batch, groups, per_group, d_state, n_chunks, chunk]
