@@ -1,7 +1,7 @@
 """TorchScript exports of the segmentation and classification networks through MONAI's ``ckpt_export``.
 
-``torch.jit.script`` cannot compile the encoder (Python-side dispatch of the selective scan), so the bundles
-export with ``use_trace=True`` at the inference size. The traced file must
+The bundles script their networks (``tests/test_zoo_ci.py``); tracing (``use_trace=True``, at the inference
+size, with the pure-PyTorch scan) stays supported for whoever wants a trace. The traced file must
 
 - give the eager model's outputs (within 1e-5) at the traced height and width, for any batch size;
 - load and run in a Python process where ``openus_monai`` cannot be imported, with the bundle's

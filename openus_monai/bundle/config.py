@@ -1,4 +1,5 @@
-"""Small expressions the bundles' JSON configs evaluate: the run's process count and a selection of metric handlers."""
+"""Small expressions the bundles' JSON configs evaluate: the run's process count, a selection of metric handlers,
+and the command-line spelling of "off" for options that can be switched off (:func:`optional`)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,10 @@ from typing import Any
 
 from ignite import distributed as idist
 
-__all__ = ["pick_metrics", "world_size"]
+__all__ = ["OFF_WORDS", "optional", "pick_metrics", "set_num_threads", "world_size"]
+
+#: what switches an option off on the command line (MONAI's runner drops ``--key None`` overrides silently)
+OFF_WORDS = ("none", "null", "off")
 
 
 def world_size() -> int:
@@ -34,3 +38,24 @@ def pick_metrics(metrics: Mapping[str, Any], keep: Sequence[str] | None = None, 
             raise ValueError(f"metric {name!r} is not one of {sorted(metrics)} (check key_metric)")
     names = list(keep) if keep is not None else [k for k in metrics if k not in exclude]
     return {k: metrics[k] for k in names}
+
+
+def optional(value: Any) -> Any:
+    """``value``, or None when it says "off": None, or a string ``none`` / ``null`` / ``off`` (any case).
+
+    ``python -m monai.bundle run ... --max_train_images None`` does nothing: MONAI's runner drops overrides whose
+    value is None, so the config's value stays. The configs read every option that can be switched off
+    through this function, so that ``--max_train_images none`` (or ``0`` where documented) lifts the limit.
+    """
+    if isinstance(value, str) and value.strip().lower() in OFF_WORDS:
+        return None
+    return value
+
+
+def set_num_threads(num_threads: Any) -> None:
+    """``torch.set_num_threads(num_threads)``, unless it is off (see :func:`optional`) or 0: then PyTorch's default stays."""
+    import torch
+
+    num_threads = optional(num_threads)
+    if num_threads:
+        torch.set_num_threads(int(num_threads))

@@ -163,19 +163,28 @@ class ClassNames:
         return f"ClassNames({self.names})"
 
 
-def read_class_names(checkpoint: str | os.PathLike) -> list[str]:
+def read_class_names(checkpoint: str | os.PathLike, default: Sequence[str] | None = None) -> list[str]:
     """The ``class_names`` entry of a checkpoint written by the classification bundle.
 
+    Args:
+        checkpoint: the checkpoint file.
+        default: names to return when the file is missing or holds no names (e.g. a plain state dict, as the
+            model zoo writes its test weights); None: raise instead.
+
     Raises:
-        FileNotFoundError: no such file (train first, or pass ``--ckpt_dir``/``--checkpoint``).
-        ValueError: the file has no ``class_names`` list.
+        FileNotFoundError: no such file (train first, or pass ``--ckpt_dir``/``--checkpoint``), and no ``default``.
+        ValueError: the file has no ``class_names`` list, and no ``default``.
     """
     path = Path(checkpoint)
     if not path.is_file():
+        if default is not None:
+            return [str(n) for n in default]
         raise FileNotFoundError(f"checkpoint {path} does not exist; train first or point --ckpt_dir / --checkpoint at one")
     state = torch.load(path, map_location="cpu", weights_only=True)
     names = state.get("class_names") if isinstance(state, Mapping) else None
     if not isinstance(names, (list, tuple)) or not names or not all(isinstance(n, str) for n in names):
+        if default is not None:
+            return [str(n) for n in default]
         raise ValueError(f"{path} has no 'class_names' list of strings; was it written by the openus_cls bundle?")
     return list(names)
 

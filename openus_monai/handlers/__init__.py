@@ -3,6 +3,7 @@ timing), run resumption, evaluation reports, tracking."""
 
 from .attach_metrics import MetricsAttacher
 from .classification_report import ClassificationReport
+from .embeddings import EmbeddingWriter
 from .epoch_metrics import EpochAverageHandler
 from .export import BackboneExportHandler
 from .gradients import FreezeLastLayerHandler, PerParameterGradClipHandler
@@ -24,6 +25,7 @@ __all__ = [
     "BestMetricState",
     "ClassificationReport",
     "EarlyStopState",
+    "EmbeddingWriter",
     "EpochSeedHandler",
     "EpochAverageHandler",
     "FreezeLastLayerHandler",

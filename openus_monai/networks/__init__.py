@@ -3,6 +3,7 @@ networks and a UNETR-style decoder, self-describing encoder files, and checkpoin
 
 from .checkpoint import LoadReport, load_openus_checkpoint, read_state_dict
 from .classifier import OpenUSClassifier
+from .features import FeatureInferer, OpenUSFeatureExtractor
 from .decoder import ChannelAttention, ChannelAttentionBlock, MambaDecoder, MambaDecoderBlock, PatchExpand
 from .factory import (
     CLASSIFIER_MODES,
@@ -43,6 +44,8 @@ __all__ = [
     "infer_vmamba_config",
     "read_encoder_checkpoint",
     "OpenUSClassifier",
+    "OpenUSFeatureExtractor",
+    "FeatureInferer",
     "ChannelAttention",
     "ChannelAttentionBlock",
     "MambaDecoder",

@@ -121,6 +121,8 @@ class OpenUSClassifier(FreezableEncoder):
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """``[B, in_channels, H, W] -> [B, C_3]``: the last-stage map (after its output norm), averaged over space."""
+        if torch.jit.is_scripting():
+            return self.encoder(x)[-1].mean(dim=(2, 3))
         x = plain_tensor(x)
         if self.freeze_encoder and not x.requires_grad:
             with torch.no_grad():  # frozen encoder: no graph needed unless the caller wants input gradients

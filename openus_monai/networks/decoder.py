@@ -179,19 +179,25 @@ class MambaDecoder(nn.Module):
         self.head = nn.Conv2d(dims[0], num_classes, 1)
         self.apply(init_linear_and_norm)
 
-    def forward(self, features: Sequence[torch.Tensor]) -> torch.Tensor:
+    def forward(self, features: list[torch.Tensor]) -> torch.Tensor:
         """Args:
             features: four maps ``[B, C_i, H / 2^(i+2), W / 2^(i+2)]``, shallow to deep (the encoder's output).
 
         Returns:
             logits ``[B, num_classes, H, W]``.
         """
+        if torch.jit.is_scripting():
+            return self._decode(features)
         if len(features) != 4:
             raise ValueError(f"MambaDecoder expects 4 feature maps, got {len(features)}")
         for i, (f, c) in enumerate(zip(features, self.encoder_dims)):
             if f.ndim != 4 or f.shape[1] != c:
                 raise ValueError(f"feature map {i} must be [B, {c}, h, w], got {list(f.shape)}")
+        return self._decode(list(features))  # any sequence of 4 maps in eager mode
+
+    def _decode(self, features: list[torch.Tensor]) -> torch.Tensor:
+        """:meth:`forward` without the checks (what a scripted model runs)."""
         x = self.expand_first(features[3])
-        for level, stage, up in zip((2, 1, 0), self.stages, self.upsamples):
-            x = up(stage(x + features[level]))
+        for i, (stage, up) in enumerate(zip(self.stages, self.upsamples)):
+            x = up(stage(x + features[2 - i]))  # levels 2, 1, 0
         return self.head(x)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import logging
 import os
 import warnings
@@ -137,8 +138,16 @@ class FreezableEncoder(nn.Module):
     call :meth:`set_freeze_encoder`.
     """
 
-    encoder: nn.Module
-    freeze_encoder: bool = False
+    # ``self.encoder`` (an ``nn.Module``) is set by the subclass; not annotated here: TorchScript reads class annotations
+    freeze_encoder = False  # (no annotation: TorchScript cannot read postponed class annotations)
+    __jit_unused_properties__ = ["mode", "num_features"]  # Python-side conveniences of the subclasses
+
+    def __prepare_scriptable__(self) -> FreezableEncoder:
+        """What ``torch.jit.script`` compiles: a shallow copy with its own submodule table, so that submodules
+        replaced for scripting (the encoder: :meth:`VMamba.__prepare_scriptable__`) stay as they are here."""
+        clone = copy.copy(self)
+        clone._modules = self._modules.copy()
+        return clone
 
     def set_freeze_encoder(self, freeze: bool | str = True) -> FreezableEncoder:
         """Freeze the encoder or unfreeze it (``freeze`` as :func:`resolve_freeze_encoder` reads it); returns self.

@@ -111,6 +111,8 @@ class OpenUSSegNet(FreezableEncoder):
         Returns:
             logits ``[B, num_classes, H, W]``.
         """
+        if torch.jit.is_scripting():  # plain tensors in and out, no frozen-encoder bookkeeping
+            return self.decoder(self.encoder(x))
         source, x = x, plain_tensor(x)
         if self.freeze_encoder:
             with torch.no_grad():

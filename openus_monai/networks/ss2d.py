@@ -12,6 +12,7 @@ from .layers import LayerNorm2d, Linear2d
 from .ops.attention import ScanParams
 from .ops.cross_scan import cross_merge, cross_scan
 from .ops.scan_fused import MAX_STATE, fused_scan
+from .ops.scan_graph import selective_scan_graph
 from .ops.selective_scan import resolve_backend, selective_scan
 
 __all__ = ["SS2D"]
@@ -36,6 +37,7 @@ class SS2D(nn.Module):
     """
 
     directions = 4
+    __constants__ = ["directions"]  # so that TorchScript sees the class attribute
 
     def __init__(
         self,
@@ -91,13 +93,18 @@ class SS2D(nn.Module):
             ``xs [B, K, D, L]`` and :class:`ScanParams` (``dt`` before bias/softplus in ``delta``).
         """
         height, width = x.shape[-2:]
+        xs, dts, a, bs, cs = self._projections(x)
+        return xs, ScanParams(dts, a, bs, cs, height, width)
+
+    def _projections(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``xs [B, K, D, L]``, ``dts [B, K, D, L]`` (before bias/softplus), ``A [K, D, N]``, ``B, C [B, K, N, L]``."""
         x = self.act(self.conv2d(self.in_proj(x)))
         xs = cross_scan(x)  # [B, K, D, L]
         x_dbl = torch.einsum("bkdl,kcd->bkcl", xs, self.x_proj_weight)
         dts, bs, cs = torch.split(x_dbl, [self.dt_rank, self.d_state, self.d_state], dim=2)
         dts = torch.einsum("bkrl,kdr->bkdl", dts, self.dt_projs_weight)
         a = -torch.exp(self.A_logs.float()).view(self.directions, self.d_inner, self.d_state)
-        return xs, ScanParams(dts, a, bs, cs, height, width)
+        return xs, dts, a, bs, cs
 
     def forward(self, x: torch.Tensor, return_scan_params: bool = False):
         """Args:
@@ -108,6 +115,8 @@ class SS2D(nn.Module):
         Returns:
             ``[B, C, H, W]``, and the scan parameters if asked.
         """
+        if torch.jit.is_scripting():  # the code below (backend choice, C kernel, tuples) is not compiled
+            return self._forward_graph(x)
         backend = resolve_backend(x.device, self.scan_backend)
         if backend == "fused_cpu" and not return_scan_params and self.d_state <= MAX_STATE:
             return self._forward_fused(x)
@@ -132,6 +141,32 @@ class SS2D(nn.Module):
             return out
         delta = F.softplus(dts.float() + self.dt_projs_bias.float()[None, :, :, None])
         return out, ScanParams(delta, a, bs, cs, height, width)
+
+    def _forward_graph(self, x: torch.Tensor) -> torch.Tensor:
+        """:meth:`forward` on the loop-free scan (:func:`~.ops.scan_graph.selective_scan_graph`): what a
+        scripted model runs, at any height and width.
+
+        Args:
+            x: ``[B, C, H, W]``.
+
+        Returns:
+            ``[B, C, H, W]``.
+        """
+        batch, height, width = x.shape[0], x.shape[2], x.shape[3]
+        xs, dts, a, bs, cs = self._projections(x)
+        channels = self.directions * self.d_inner
+        ys = selective_scan_graph(
+            xs.reshape(batch, channels, height * width),
+            dts.reshape(batch, channels, height * width),
+            a.view(-1, self.d_state),
+            bs,
+            cs,
+            self.Ds,
+            self.dt_projs_bias.view(-1),
+            True,
+        )
+        y = cross_merge(ys.view(batch, self.directions, self.d_inner, height * width), height, width)
+        return self.out_proj(self.out_norm(y.to(x.dtype)))
 
     def _forward_fused(self, x: torch.Tensor) -> torch.Tensor:
         """:meth:`forward` on the fused CPU kernel: the same numbers, computed token-major and channel-last,

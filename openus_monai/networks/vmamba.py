@@ -32,6 +32,9 @@ class VSSBlock(nn.Module):
 
     def forward(self, x: torch.Tensor, return_scan_params: bool = False):
         """``[B, C, H, W] -> [B, C, H, W]`` (and the SS2D :class:`ScanParams` if asked)."""
+        if torch.jit.is_scripting():  # maps only: no scan parameters in a scripted model
+            x = x + self.drop_path(self.op(self.norm(x)))
+            return x + self.drop_path(self.mlp(self.norm2(x)))
         mixed = self.op(self.norm(x), return_scan_params=return_scan_params)
         params = None
         if return_scan_params:
@@ -143,6 +146,13 @@ class VMamba(nn.Module):
     def num_features(self) -> int:
         """Channels of the last stage, ``C_3``."""
         return self.dims[-1]
+
+    def __prepare_scriptable__(self) -> nn.Module:
+        """What ``torch.jit.script`` compiles instead: :class:`~openus_monai.networks.scripting.ScriptableVMamba`
+        (the same modules, the four maps only)."""
+        from .scripting import ScriptableVMamba
+
+        return ScriptableVMamba(self)
 
     def _check_input(self, x: torch.Tensor) -> None:
         if x.ndim != 4 or x.shape[1] != self.in_channels:

@@ -8,6 +8,7 @@ import torch
 from .scan_cpu import selective_scan_cpu
 from .scan_cuda import HAS_MAMBA_SSM, selective_scan_mamba_ssm
 from .scan_fused import fused_scan_available, fused_scan_error, selective_scan_fused_cpu
+from .scan_graph import selective_scan_graph_backend
 from .scan_inputs import ScanBackend, ScanInputs
 from .scan_reference import selective_scan_reference
 
@@ -21,12 +22,15 @@ SCAN_BACKENDS: dict[str, ScanBackend] = {
     "fused_cpu": selective_scan_fused_cpu,
     "torch": selective_scan_cpu,
     "mamba_ssm": selective_scan_mamba_ssm,
+    "graph": selective_scan_graph_backend,
 }
 
 
 def available_backends(device: torch.device | str = "cpu") -> list[str]:
     """Backends that can run on ``device`` in this environment, fastest first."""
     device = torch.device(device)
+    if torch.compiler.is_exporting():  # torch.export (and the ONNX exporter on it): one graph for every length
+        return ["graph", "torch", "reference"]
     if device.type == "cuda":
         names = ["mamba_ssm"] if HAS_MAMBA_SSM else []
     else:
@@ -82,7 +86,8 @@ def selective_scan(
         backend: ``"reference"`` (sequential, autograd through the loop: the test oracle),
             ``"fused_cpu"`` (a C kernel compiled on first use: one pass forward, one pass backward),
             ``"torch"`` (fast pure PyTorch: chunked recurrence, hand-written reverse-scan backward),
-            ``"mamba_ssm"`` (mamba-ssm's CUDA kernel); default ``$OPENUS_SCAN_BACKEND`` or the fastest
+            ``"mamba_ssm"`` (mamba-ssm's CUDA kernel), ``"graph"`` (loop-free, for ``torch.export`` / ONNX /
+            scripting: any length in one graph); default ``$OPENUS_SCAN_BACKEND`` or the fastest
             one available for ``u.device``.
 
     Returns:
