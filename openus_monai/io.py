@@ -15,7 +15,9 @@ import os
 import pickle
 import re
 import tempfile
-from collections.abc import Iterable, Mapping, Sequence
+import uuid
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +25,7 @@ import torch
 
 __all__ = [
     "TEMP_SUFFIX",
+    "atomic_path",
     "atomic_torch_save",
     "atomic_write_json",
     "checkpoint_candidates",
@@ -80,21 +83,33 @@ def atomic_torch_save(obj: Any, path: str | os.PathLike) -> Path:
     return path
 
 
-def atomic_write_json(data: Any, path: str | os.PathLike, indent: int = 1) -> Path:
-    """Write ``data`` as JSON to a temporary file beside ``path``, then rename it over ``path``."""
-    import json
+@contextmanager
+def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+    """A temporary path beside ``path`` to write to; renamed over ``path`` when the block succeeds, removed when
+    it fails, so a reader never sees a partial file (folders are created)::
 
+        with atomic_path("out/mask.png") as tmp:
+            image.save(tmp, format="PNG")
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=TEMP_SUFFIX, dir=path.parent)
+    # a fresh name, not mkstemp's file: the writer creates it with the usual permissions (mkstemp's are 0600)
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}{TEMP_SUFFIX}")
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(data, f, indent=indent)
+        yield tmp
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
-    return path
+
+
+def atomic_write_json(data: Any, path: str | os.PathLike, indent: int = 1) -> Path:
+    """Write ``data`` as JSON to a temporary file beside ``path``, then rename it over ``path``."""
+    import json
+
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(data, indent=indent), encoding="utf-8")
+    return Path(path)
 
 
 def load_weights_only(path: str | os.PathLike, map_location: Any = "cpu") -> Any:

@@ -14,6 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ..io import atomic_path
+
 __all__ = ["LABEL_MAP_KEY", "MASK_COLOURS", "is_label_map_png", "write_palette_png"]
 
 #: PNG text chunk marking a palette PNG whose pixel values are class indices
@@ -48,12 +50,9 @@ def write_palette_png(labels: np.ndarray, path: str | os.PathLike) -> Path:
     image.putpalette(_palette())
     info = PngImagePlugin.PngInfo()
     info.add_text(LABEL_MAP_KEY, "1")
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    image.save(tmp, format="PNG", pnginfo=info)
-    os.replace(tmp, path)
-    return path
+    with atomic_path(path) as tmp:
+        image.save(tmp, format="PNG", pnginfo=info)
+    return Path(path)
 
 
 def is_label_map_png(img) -> bool:

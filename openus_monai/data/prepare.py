@@ -44,7 +44,7 @@ from .dedup import DEFAULT_RADIUS, duplicate_groups, hash_entries
 from .formats import iter_frames, probe, source_kind, to_uint8
 from .readers import SPLIT_ALIASES, read_labels_csv
 from .splits import group_splits
-from ..io import atomic_write_json
+from ..io import atomic_path, atomic_write_json
 from .validation import InvalidImageError
 
 __all__ = ["MASK_DIR_NAMES", "is_label_map", "prepare", "summary_table"]
@@ -191,16 +191,14 @@ def _cache_path(out: Path, rel: str, frame: int | None, mask: bool) -> Path:
 def _write_png(path: Path, frame: np.ndarray, mask: bool) -> None:
     from PIL import Image
 
-    path.parent.mkdir(parents=True, exist_ok=True)
     if mask:
         if frame.max(initial=0) > 255 or frame.min(initial=0) < 0:
             raise InvalidImageError(str(path), f"mask values {frame.min()}..{frame.max()} do not fit 8 bits")
         arr = frame.astype(np.uint8)
     else:
         arr = to_uint8(frame)
-    tmp = path.with_name(path.name + ".tmp")
-    Image.fromarray(arr).save(tmp, format="PNG", compress_level=1)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        Image.fromarray(arr).save(tmp, format="PNG", compress_level=1)
 
 
 # --------------------------------------------------------------------------------------------- public

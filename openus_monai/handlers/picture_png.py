@@ -13,6 +13,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..io import atomic_path
+
 __all__ = ["OPENUS_PANEL_TITLES", "render_panels", "save_panels_png"]
 
 #: titles of the OpenUS masking picture's six panels, in order
@@ -85,9 +87,6 @@ def save_panels_png(
     Returns:
         the path written.
     """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    render_panels(panels, title=title, min_side=min_side).save(tmp, format="PNG")
-    os.replace(tmp, path)
-    return path
+    with atomic_path(path) as tmp:
+        render_panels(panels, title=title, min_side=min_side).save(tmp, format="PNG")
+    return Path(path)
