@@ -153,7 +153,7 @@ class OpenUSCLI:
         return build_corpus(root, out, exclude=excl, frame_stride=frame_stride,
                             radius=DEFAULT_RADIUS if radius is None else radius, progress=progress)["table"]
 
-    def export_backbone(self, checkpoint: str, out: str, key: str | None = None) -> str:
+    def export_backbone(self, checkpoint: str, out: str, key: str | None = None, meta: dict | None = None) -> str:
         """Write the teacher encoder of a pretraining CHECKPOINT to OUT, self-describing where the checkpoint says.
 
         Accepts this project's checkpoints (``network`` entry; written as weights + the encoder's class and
@@ -164,13 +164,14 @@ class OpenUSCLI:
             checkpoint: the pretraining checkpoint (loaded with ``weights_only=True``).
             out: the file to write (atomically).
             key: entry to read, e.g. ``student`` (default: the teacher).
+            meta: provenance added to the file's ``meta``, e.g. "{'corpus': 'runs/corpus', 'epochs': 30}".
 
         Returns:
             the path written.
         """
         from openus_monai.networks.export import export_backbone
 
-        return str(export_backbone(checkpoint, out, key))
+        return str(export_backbone(checkpoint, out, key, meta=meta))
 
     def label_efficiency(
         self,

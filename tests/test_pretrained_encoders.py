@@ -208,3 +208,16 @@ def test_original_vmamba_small_shapes_read_as_vmamba_small():
     state = {k: torch.empty(v) for k, v in shapes.items() if not k.startswith(("decoder", "ema_"))}
     assert infer_vmamba_config(state) == {"depths": [2, 2, 15, 2], "dims": [96, 192, 384, 768], "in_channels": 3,
                                           "d_state": 1, "ssm_ratio": 2.0, "dt_rank": "auto", "mlp_ratio": 4.0}
+
+
+def test_export_backbone_adds_provenance_meta(files, tmp_path):
+    """``export-backbone --meta`` adds provenance to a self-describing file; a plain state dict refuses it."""
+    path, _ = files["pretrain_final"]
+    content = torch.load(path, weights_only=True)
+    content["encoder_config"] = {"_target_": "openus_monai.networks.VMamba", "args": {**ARCH, "in_channels": 1},
+                                 "prefix": "teacher.encoder.", "meta": {"method": "openus", "image_size": 128}}
+    out = export_backbone(content, tmp_path / "shipped.pt", meta={"epochs": 30, "corpus": ("busi", "ddti")})
+    meta = torch.load(out, weights_only=True)["meta"]
+    assert meta == {"method": "openus", "image_size": 128, "epochs": 30, "corpus": ["busi", "ddti"]}
+    with pytest.raises(ValueError, match="cannot carry meta"):
+        export_backbone(path, tmp_path / "plain.pt", meta={"epochs": 30})

@@ -71,16 +71,38 @@ def encoder_state_dict(checkpoint: str | os.PathLike | Mapping, key: str | None 
     return encoder
 
 
-def export_backbone(checkpoint: str | os.PathLike | Mapping, out: str | os.PathLike, key: str | None = None) -> Path:
+def export_backbone(
+    checkpoint: str | os.PathLike | Mapping,
+    out: str | os.PathLike,
+    key: str | None = None,
+    meta: Mapping[str, Any] | None = None,
+) -> Path:
     """Write the encoder of ``checkpoint`` to ``out`` atomically: a self-describing encoder file (as the pretraining
     bundle's ``backbone.pt``) when the checkpoint has an ``encoder_config`` entry, else (older or foreign
-    checkpoints) the plain state dict, which :func:`load_openus_checkpoint` reads into a VMamba built from a config."""
+    checkpoints) the plain state dict, which :func:`load_openus_checkpoint` reads into a VMamba built from a config.
+
+    Args:
+        checkpoint: the pretraining checkpoint (path, loaded with ``weights_only=True``, or mapping).
+        out: the file to write.
+        key: entry to read, e.g. ``student`` (default: the exported encoder, the teacher's).
+        meta: plain data added to the file's ``meta`` (provenance: corpus, epochs, commit...); it needs a
+            self-describing checkpoint (a plain state dict has nowhere to keep it).
+
+    Raises:
+        ValueError: ``meta`` given for a checkpoint that does not record its encoder.
+    """
     if isinstance(checkpoint, (str, os.PathLike)):
         checkpoint = load_weights_only(checkpoint)
     state = encoder_state_dict(checkpoint, key)
     entry = checkpoint.get(ENCODER_CONFIG_KEY) if key is None else None
     if not isinstance(entry, Mapping):
+        if meta:
+            raise ValueError(f"the checkpoint does not record its encoder (no {ENCODER_CONFIG_KEY!r} entry): a plain state dict cannot carry meta")
         logger.warning("the checkpoint does not record its encoder (no %r entry): writing a plain state dict", ENCODER_CONFIG_KEY)
         return atomic_torch_save(state, out)
-    content = {"state_dict": state, "network_config": {"_target_": entry["_target_"], "args": dict(entry["args"])}, "meta": dict(entry.get("meta") or {})}
+    content = {
+        "state_dict": state,
+        "network_config": {"_target_": entry["_target_"], "args": dict(entry["args"])},
+        "meta": {**dict(entry.get("meta") or {}), **plain_data(dict(meta or {}))},
+    }
     return atomic_torch_save(content, out)
