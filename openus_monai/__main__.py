@@ -66,10 +66,11 @@ class OpenUSCLI:
         return output
 
     def catalog(self, json: bool = False) -> str:  # noqa: A002 (the flag is --json)
-        """Print the dataset catalog: name, organ, published image count, task, licence (``--json`` for JSON).
+        """Print the dataset catalog: name, organ, published image count, task, licence, the published lists that
+        name each dataset (OpenUS's table, USF-MAE's OpenUS-46, ...) and, at the end, how many each list names.
 
         Args:
-            json: print the full entries (layouts included) as JSON.
+            json: print the full entries (layouts and per-list rows included) as JSON.
 
         Returns:
             the table or the JSON text.

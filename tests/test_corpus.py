@@ -1,5 +1,5 @@
 """Corpus tooling: frame readers, ``prepare`` (layouts, masks vs images, bad files), ``dedup --exclude``,
-group-aware splits, the catalog, and the shared real downloads (skipped when ../shared/data is absent)."""
+group-aware splits and the shared real downloads (skipped when ../shared/data is absent)."""
 
 from __future__ import annotations
 
@@ -13,7 +13,6 @@ import numpy as np
 import pytest
 from PIL import Image, ImageEnhance
 
-from openus_monai.data.catalog import catalog_table, find_dataset, load_catalog
 from openus_monai.data.dedup import dedup
 from openus_monai.data.formats import LoadFramed, iter_frames, probe, read_frame
 from openus_monai.data.phantom import render_phantom
@@ -246,19 +245,6 @@ def test_dedup_exclude_removes_modified_test_copy_and_keeps_others(tmp_path):
     names = [sorted(Path(m["image"]).name for m in g["members"]) for g in groups]
     assert ["copy.jpg", "exact.png"] in names  # the two copies group together, and with no other image
 
-
-
-# ------------------------------------------------------------------------------------------- catalog
-
-
-def test_catalog_has_shared_and_named_sets():
-    names = {e["name"] for e in load_catalog()}
-    assert {"BUSI", "HC18", "STU-Hospital", "USAnotAI", "DDTI", "COVID-BLUES"} <= names and len(names) >= 42
-    for e in load_catalog():
-        assert {"organ", "images", "task", "labels", "source", "licence", "layout"} <= set(e)
-        assert isinstance(e["images"], int) or e["images"] == "unknown"
-    assert find_dataset("/data/raw/hip-dicom")["name"] == "Radiopaedia-hip-cine" and find_dataset("nothing") is None
-    assert "BUSI" in catalog_table()
 
 
 # --------------------------------------------------------------------------------- real downloads
