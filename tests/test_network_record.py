@@ -10,7 +10,7 @@ import pytest
 import torch
 from monai.bundle import ConfigWorkflow
 
-from openus_monai.bundle.network_record import RECORD_KEY, NetworkRecord, network_for_checkpoint, read_network_record
+from openus_monai.bundle.network_record import RECORD_KEY, NetworkRecord, read_network_record, recorded_network
 
 from _helpers import REPO, demo_dataset
 
@@ -34,13 +34,19 @@ def test_record_round_trip_and_rebuild(tmp_path, caplog):
     torch.save({"model": net.state_dict(), RECORD_KEY: tiny.state_dict()}, tmp_path / "model.pt")
     assert read_network_record(tmp_path / "model.pt") == tiny
     assert read_network_record(tmp_path / "missing.pt") is None
-    same = network_for_checkpoint(net, tiny, tmp_path / "model.pt")
-    assert same is net
-    config = NetworkRecord(tiny.target, {"encoder": {"depths": [1, 1, 1, 1], "dims": 16}, "num_classes": 3})
+    config = {"encoder": {"depths": [1, 1, 1, 1], "dims": 16}, "num_classes": 3}  # another size than recorded
     with caplog.at_level(logging.INFO):
-        rebuilt = network_for_checkpoint(torch.nn.Identity(), config, tmp_path / "model.pt")
-    rebuilt.load_state_dict(torch.load(tmp_path / "model.pt", weights_only=True)["model"])  # shapes match
-    assert "building it as the checkpoint records" in caplog.text and "encoder" in caplog.text
+        rebuilt = recorded_network(tmp_path / "model.pt", tiny.target, **config)
+    rebuilt.load_state_dict(torch.load(tmp_path / "model.pt", weights_only=True)["model"])  # the recorded shapes
+    assert "records" in caplog.text and "'dims': 8" in caplog.text
+    from_config = recorded_network(tmp_path / "missing.pt", tiny.target, **config)  # no checkpoint: the configs'
+    assert from_config.encoder.dims == (16, 32, 64, 128)
+    torch.save(net.state_dict(), tmp_path / "plain.pt")  # a plain state dict records nothing
+    assert recorded_network(tmp_path / "plain.pt", tiny.target, **config).encoder.dims == (16, 32, 64, 128)
+    # a checkpoint names what is built from it: only network classes are called
+    torch.save({"model": {}, RECORD_KEY: {"_target_": "os.system", "args": {"command": "touch owned"}}}, tmp_path / "evil.pt")
+    with pytest.raises(TypeError, match="not a torch.nn.Module class"):
+        recorded_network(tmp_path / "evil.pt", tiny.target, **config)
     with pytest.raises(TypeError, match="plain data"):
         NetworkRecord("x", {"encoder": torch.nn.Identity()})
 
