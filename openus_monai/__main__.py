@@ -10,6 +10,8 @@ import json
 
 import fire
 
+from openus_monai.options import as_flag, as_names
+
 
 class OpenUSCLI:
     """OpenUS-MONAI commands."""
@@ -31,7 +33,7 @@ class OpenUSCLI:
         """
         from openus_monai.data import synthesize_dataset
 
-        return synthesize_dataset(out_dir, n=n, seed=seed, size=size, overwrite=overwrite)
+        return synthesize_dataset(out_dir, n=n, seed=seed, size=size, overwrite=as_flag(overwrite, "--overwrite"))
 
     def datalist(
         self,
@@ -79,7 +81,7 @@ class OpenUSCLI:
 
         from openus_monai.data.catalog import catalog_table, load_catalog
 
-        return json_module.dumps(load_catalog(), indent=1) if json else catalog_table()
+        return json_module.dumps(load_catalog(), indent=1) if as_flag(json, "--json") else catalog_table()
 
     def prepare(
         self, root: str, out: str, dataset: str | None = None, cache: bool = False, frame_stride: int = 1,
@@ -94,7 +96,7 @@ class OpenUSCLI:
             cache: write 8-bit PNGs of every frame under OUT/cache and list those.
             frame_stride: keep every N-th frame of videos, cines and volumes.
             seed: seed of drawn splits.
-            progress: show progress bars.
+            progress: show progress bars (only on a terminal); false/0/no/off turns them off.
             published_splits: keep published splits; False draws leak-free ones (groups and near duplicates).
 
         Returns:
@@ -102,8 +104,8 @@ class OpenUSCLI:
         """
         from openus_monai.data.prepare import prepare, summary_table
 
-        summary = prepare(root, out, dataset=dataset, cache=cache, frame_stride=frame_stride, seed=seed, progress=progress,
-                          published_splits=published_splits)
+        summary = prepare(root, out, dataset=dataset, cache=as_flag(cache, "--cache"), frame_stride=frame_stride, seed=seed,
+                          progress=as_flag(progress, "--progress"), published_splits=as_flag(published_splits, "--published_splits"))
         reasons = "\n".join(f"  skipped {n:6d}: {r}" for r, n in summary["skip_reasons"].items())
         if summary["duplicate_groups_across_published_splits"]:
             reasons += f"\n  {summary['duplicate_groups_across_published_splits']} near-duplicate groups straddle the published splits (--published_splits False redraws them)"
@@ -116,17 +118,18 @@ class OpenUSCLI:
         Args:
             datalists: datalist JSON files.
             out: output folder.
-            exclude: test datalist(s); their images (and near copies) are removed from the written inputs.
+            exclude: test datalist(s), comma-separated or a list; their images (and near copies) are removed from
+                the written inputs.
             radius: near-duplicate Hamming radius of the 64-bit hash (default data.dedup.DEFAULT_RADIUS).
-            progress: show a progress bar.
+            progress: show a progress bar (only on a terminal); false/0/no/off turns it off.
 
         Returns:
             the summary (groups, entries in groups, removed per datalist).
         """
         from openus_monai.data.dedup import DEFAULT_RADIUS, dedup
 
-        excl = list(exclude) if isinstance(exclude, (list, tuple)) else exclude
-        return dedup(list(datalists), out, exclude=excl, radius=DEFAULT_RADIUS if radius is None else radius, progress=progress)
+        return dedup(list(datalists), out, exclude=as_names(exclude), radius=DEFAULT_RADIUS if radius is None else radius,
+                     progress=as_flag(progress, "--progress"))
 
     def corpus(self, root: str, out: str, exclude: str | tuple | None = None, frame_stride: int = 5,
                radius: int | None = None, progress: bool = True) -> str:
@@ -139,10 +142,11 @@ class OpenUSCLI:
         Args:
             root: folder of downloads (each sub-folder a dataset; ``raw/`` folders are looked into).
             out: output folder.
-            exclude: test datalist(s), or dataset folder names whose ``test`` list must be held out (e.g. busi).
+            exclude: test datalist(s), or dataset folder names whose ``test`` list must be held out, comma-separated
+                or a list (e.g. busi,ddti); checked before anything is prepared.
             frame_stride: keep every N-th frame of videos, cines and volumes.
             radius: near-duplicate Hamming radius (default data.dedup.DEFAULT_RADIUS).
-            progress: show progress bars.
+            progress: show progress bars (only on a terminal); false/0/no/off turns them off.
 
         Returns:
             the per-source summary table.
@@ -150,9 +154,8 @@ class OpenUSCLI:
         from openus_monai.data.corpus import build_corpus
         from openus_monai.data.dedup import DEFAULT_RADIUS
 
-        excl = list(exclude) if isinstance(exclude, (list, tuple)) else ([exclude] if exclude else [])
-        return build_corpus(root, out, exclude=excl, frame_stride=frame_stride,
-                            radius=DEFAULT_RADIUS if radius is None else radius, progress=progress)["table"]
+        return build_corpus(root, out, exclude=as_names(exclude), frame_stride=frame_stride,
+                            radius=DEFAULT_RADIUS if radius is None else radius, progress=as_flag(progress, "--progress"))["table"]
 
     def export_backbone(self, checkpoint: str, out: str, key: str | None = None, meta: dict | None = None) -> str:
         """Write the teacher encoder of a pretraining CHECKPOINT to OUT, self-describing where the checkpoint says.
@@ -221,7 +224,7 @@ class OpenUSCLI:
             bundle, output_dir, ratios=as_list(ratios), seeds=as_list(seeds),
             pretrained=pretrained if isinstance(pretrained, dict) else as_list(pretrained),
             config_files=as_list(config_file) or (), overrides=overrides,
-            metrics=as_list(metrics), resume=resume, in_process=in_process,
+            metrics=as_list(metrics), resume=as_flag(resume, "--resume"), in_process=as_flag(in_process, "--in_process"),
         )
         return {k: result[k] for k in ("csv", "summary_csv", "plot", "summary")}
 

@@ -37,3 +37,14 @@ def scratch_outputs(overrides: dict) -> dict:
         return dict(overrides)
     root = Path(tempfile.mkdtemp(prefix="openus_test_"))
     return {**{k: str(root / k) for k in missing}, **overrides}
+
+
+def run_bundle(configs: Path, files: list[str], **overrides) -> None:
+    """Run a bundle's configs (``configs/<files>``, merged in order) as ``monai.bundle run`` does, in-process."""
+    from monai.bundle import ConfigWorkflow
+
+    workflow = ConfigWorkflow(config_file=[str(configs / f) for f in files], meta_file=str(configs / "metadata.json"),
+                              logging_file=False, workflow_type="train", **overrides)
+    workflow.initialize()
+    workflow.run()
+    workflow.finalize()

@@ -16,7 +16,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "openus_monai"
 
 #: floors, bottom first; a module may import from its own floor and those below
 FLOORS: list[tuple[str, ...]] = [
-    ("openus_monai", "openus_monai.io", "openus_monai.terminal", "openus_monai.networks.ops"),  # plain files, the terminal, kernels
+    ("openus_monai", "openus_monai.io", "openus_monai.options", "openus_monai.terminal", "openus_monai.networks.ops"),  # files, options, the terminal, kernels
     ("openus_monai.networks",),  # encoders, decoders, heads, checkpoint loading
     ("openus_monai.transforms", "openus_monai.losses", "openus_monai.data", "openus_monai.metrics"),
     ("openus_monai.methods",),  # pretraining methods (meta-architectures: networks + losses)

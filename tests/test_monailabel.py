@@ -9,8 +9,9 @@ One MONAI Label server per app, started as the bundle docs show, on 127.0.0.1 an
   trains one epoch on the labelled studies and writes a new ``models/model.pt``; ``POST /infer/openus_cls``
   returns the class probabilities, equal to the bundle's.
 
-The bundles are tiny copies (``configs/tiny.json`` merged into their configs) whose ``models/model.pt`` holds
-the initial weights. MONAI Label runs in its own environment: ``OPENUS_MONAILABEL_PYTHON`` names its python
+The bundles are copies whose ``models/model.pt`` was trained here for one epoch with ``configs/tiny.json``; their
+``inference.json`` is the stock one (VMamba-S options): the served network is the one the checkpoint records.
+Only ``train.json`` has ``tiny.json`` merged in, for the server's training round. MONAI Label runs in its own environment: ``OPENUS_MONAILABEL_PYTHON`` names its python
 (``.ci/run`` makes it); without it, the current python when it has monailabel.
 """
 
@@ -33,6 +34,8 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+
+from _helpers import run_bundle
 
 REPO = Path(__file__).resolve().parents[1]
 APP = REPO / "monailabel_app"
@@ -69,15 +72,15 @@ def _env(tmp: Path) -> dict[str, str]:
 
 
 def _place_bundle(name: str, app: Path) -> Path:
-    """A tiny copy of ``bundles/<name>`` in ``<app>/model/<name>`` (tiny.json merged into its configs)."""
+    """A copy of ``bundles/<name>`` in ``<app>/model/<name>``: stock ``inference.json``, ``tiny.json`` merged into
+    ``train.json`` (the server's training round), an empty ``models``."""
     from monai.bundle import ConfigParser
 
     dst = app / "model" / name
     shutil.copytree(REPO / "bundles" / name, dst, ignore=shutil.ignore_patterns("models", "eval", "__pycache__"))
-    for config in ("inference.json", "train.json"):
-        parser = ConfigParser()
-        parser.read_config([str(dst / "configs" / config), str(dst / "configs" / "tiny.json")])
-        ConfigParser.export_config_file(parser.config, str(dst / "configs" / config), indent=4)
+    parser = ConfigParser()
+    parser.read_config([str(dst / "configs" / "train.json"), str(dst / "configs" / "tiny.json")])
+    ConfigParser.export_config_file(parser.config, str(dst / "configs" / "train.json"), indent=4)
     (dst / "models").mkdir()
     return dst
 
@@ -93,15 +96,15 @@ def _inference_parser(bundle: Path, **overrides):
     return parser
 
 
-def _init_weights(bundle: Path, class_names: list[str] | None = None) -> None:
-    """``models/model.pt`` with the network's initial weights (as the bundles save them)."""
-    torch.manual_seed(0)
-    if class_names is None:
-        net = _inference_parser(bundle).get_parsed_content("network_def")
-        torch.save(net.state_dict(), bundle / "models" / "model.pt")
-    else:
-        net = _inference_parser(bundle, class_names=class_names).get_parsed_content("network_def")
-        torch.save({"model": net.state_dict(), "class_names": class_names}, bundle / "models" / "model.pt")
+def _train_tiny(bundle: Path, data: Path, tmp: Path) -> dict:
+    """``models/model.pt`` of one epoch with ``tiny.json`` (the repository's configs) on ``data``; its content."""
+    configs = REPO / "bundles" / bundle.name / "configs"
+    run_bundle(configs, ["train.json", "tiny.json"], dataset_dir=str(data), ckpt_dir=str(bundle / "models"),
+               output_dir=str(tmp / f"{bundle.name}_train"), max_epochs=1)
+    state = torch.load(bundle / "models" / "model.pt", weights_only=True)
+    assert state["network_config"]["args"]["encoder"]["dims"][0] == 16  # tiny, while inference.json says VMamba-S
+    assert json.loads((bundle / "configs" / "inference.json").read_text())["encoder"] == "vmamba_small"
+    return state
 
 
 class Server:
@@ -168,7 +171,7 @@ def test_monailabel_serves_and_trains_the_bundles(tmp_path):
 
     # studies: four labelled demo images (labels/final/<same name>), one unlabelled image of odd size
     demo = tmp_path / "demo"
-    synthesize_dataset(demo, n=8, seed=0, size=128)
+    synthesize_dataset(demo, n=12, seed=0, size=128)
     studies = tmp_path / "studies"
     (studies / "labels" / "final").mkdir(parents=True)
     images = sorted((demo / "images").glob("*.png"))
@@ -179,7 +182,7 @@ def test_monailabel_serves_and_trains_the_bundles(tmp_path):
     Image.fromarray(np.asarray(Image.open(images[4]))[:100, :124]).save(query)
     query_shape = (100, 124)
 
-    # apps: MONAI Label's monaibundle (from the installed package) and ours, with tiny bundles
+    # apps: MONAI Label's monaibundle (from the installed package) and ours, with bundles trained with tiny.json
     stock = tmp_path / "apps" / "monaibundle"
     copy = subprocess.run([PYTHON, "-m", "monailabel.main", "apps", "--download", "--name", "monaibundle", "--output",
                            str(stock.parent)], cwd=tmp_path, env=_env(tmp_path), capture_output=True, text=True)
@@ -187,12 +190,11 @@ def test_monailabel_serves_and_trains_the_bundles(tmp_path):
     ours = tmp_path / "apps" / "openus"
     shutil.copytree(APP, ours, ignore=shutil.ignore_patterns("__pycache__", "model", "logs"))
     seg_stock = _place_bundle("openus_seg", stock)
-    _init_weights(seg_stock)
+    _train_tiny(seg_stock, demo, tmp_path)
     seg = _place_bundle("openus_seg", ours)
     shutil.copy(seg_stock / "models" / "model.pt", seg / "models" / "model.pt")
     cls = _place_bundle("openus_cls", ours)
-    class_names = ["benign", "malignant", "normal"]
-    _init_weights(cls, class_names)
+    class_names = _train_tiny(cls, demo, tmp_path)["class_names"]
     first_weights = (seg / "models" / "model.pt").read_bytes()
 
     servers = [
@@ -221,7 +223,7 @@ def test_monailabel_serves_and_trains_the_bundles(tmp_path):
         mask = np.asarray(served)
         assert mask.dtype == np.uint8 and mask.shape == query_shape
         assert set(np.unique(mask).tolist()) <= {0, 1}
-        parser = _inference_parser(seg_stock, dataset_dir=str(query), output_dir=str(tmp_path / "bundle_masks"))
+        parser = _inference_parser(seg_stock, dataset_dir=str(query), output_dir=str(tmp_path / "bundle_masks"), num_workers=0)
         parser.get_parsed_content("evaluator").run()
         expected = np.asarray(Image.open(tmp_path / "bundle_masks" / "query.png"))
         assert np.array_equal(mask, expected), f"{(mask != expected).mean():.3%} of pixels differ from the bundle's"

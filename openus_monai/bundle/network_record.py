@@ -1,11 +1,12 @@
-"""Checkpoints that say which network they hold, so evaluation and inference need not repeat the training's configs.
+"""Checkpoints that say which network they hold, so evaluation, inference and serving need not repeat the training's configs.
 
 Training saves, next to the weights, a :class:`NetworkRecord` entry (``network_config``): the network's class
-and constructor arguments as plain data (it loads with ``weights_only=True``). Evaluation and inference
-build their network from the config as usual (``network_def`` stays buildable from the config alone, as the
-model zoo needs), then :func:`network_for_checkpoint` rebuilds it as the checkpoint records when the two
-differ, and logs that it did: a model trained with ``configs/tiny.json`` evaluates with ``train.json`` +
-``evaluate.json`` alone.
+and constructor arguments as plain data (it loads with ``weights_only=True``). The ``network_def`` of the
+bundles' ``inference.json`` and ``evaluate.json`` is :func:`recorded_network`: the network that
+``models/model.pt`` records when it records one, else the one the configs describe (no checkpoint yet: the model
+zoo's config-only check). Whatever reads ``network_def`` (the bundles' own runs, MONAI Label's ``monaibundle``
+app, ``monai.bundle ckpt_export``) gets the trained architecture: a model trained with ``configs/tiny.json``
+evaluates, infers and is served with the bundle's configs alone.
 """
 
 from __future__ import annotations
@@ -17,11 +18,12 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from monai.utils import instantiate
 
 from openus_monai.io import load_weights_only
 from openus_monai.networks.record import build_from_record, plain_data
 
-__all__ = ["RECORD_KEY", "NetworkRecord", "network_for_checkpoint", "read_network_record"]
+__all__ = ["RECORD_KEY", "NetworkRecord", "read_network_record", "recorded_network"]
 
 logger = logging.getLogger(__name__)
 
@@ -76,25 +78,24 @@ def read_network_record(checkpoint: str | os.PathLike) -> NetworkRecord | None:
     return record
 
 
-def network_for_checkpoint(network: torch.nn.Module, config: NetworkRecord, checkpoint: str | os.PathLike) -> torch.nn.Module:
-    """``network`` (built from the config), or a network built as ``checkpoint`` records when that differs.
+def recorded_network(checkpoint: str | os.PathLike, target: str, **args: Any) -> torch.nn.Module:
+    """The network ``checkpoint`` records, or ``target(**args)`` when there is no such file or it records none.
+
+    A bundle's ``network_def``: ``{"_target_": "openus_monai.bundle.network_record.recorded_network",
+    "checkpoint": "$@ckpt_dir + '/model.pt'", "target": "openus_monai.networks.OpenUSSegNet", "encoder": ...}``.
+    The configs' network options (``args``) apply only when the checkpoint records nothing; a log line says
+    which network was built from the checkpoint.
 
     Args:
-        network: the network the configs build.
-        config: its record (the configs' class and arguments).
-        checkpoint: the checkpoint evaluation or inference will load.
+        checkpoint: the checkpoint that evaluation or inference will load (e.g. ``models/model.pt``).
+        target: the network class the configs name (a config ``_target_``).
+        args: its constructor arguments from the configs.
 
     Returns:
-        ``network``, or the recorded network (a log line says what differed).
+        A new network (random weights; the checkpoint's weights are loaded by the caller).
     """
     recorded = read_network_record(checkpoint)
-    if recorded is None or recorded == config:
-        return network
-    changed = sorted(k for k in set(recorded.args) | set(config.args) if recorded.args.get(k) != config.args.get(k))
-    if recorded.target != config.target:
-        changed.insert(0, "_target_")
-    logger.info(
-        "%s was trained with another network than these configs build (%s); building it as the checkpoint records: %s",
-        checkpoint, ", ".join(f"{k}: {config.args.get(k)!r} -> {recorded.args.get(k)!r}" for k in changed), recorded,
-    )
+    if recorded is None:
+        return instantiate(target, "default", **args)
+    logger.info("building the network that %s records (the configs' network options are not used): %s", checkpoint, recorded)
     return recorded.build()

@@ -12,9 +12,11 @@ from __future__ import annotations
 import csv
 import json
 import os
+from collections.abc import Sequence
 from pathlib import Path
 
 from ..io import atomic_write_json
+from ..options import as_names
 from .dedup import DEFAULT_RADIUS, dedup, output_names
 from .prepare import prepare
 
@@ -36,7 +38,7 @@ def find_datasets(root: str | os.PathLike) -> list[Path]:
 def build_corpus(
     root: str | os.PathLike,
     out: str | os.PathLike,
-    exclude: list[str] | None = None,
+    exclude: str | Sequence[str] | None = None,
     frame_stride: int = 5,
     radius: int = DEFAULT_RADIUS,
     progress: bool = True,
@@ -47,31 +49,40 @@ def build_corpus(
         root: folder of downloads.
         out: output folder (``out/sources/<name>`` holds each prepared dataset and its cache).
         exclude: test sets to hold out: datalist JSON paths (every list in them), or names of dataset
-            folders under ``root`` (their prepared ``test`` list).
+            folders under ``root`` (their prepared ``test`` list); a list, or one comma-separated string
+            (``"busi,ddti"``). Checked before anything is prepared.
         frame_stride: keep every N-th frame of videos, cines and volumes.
         radius: near-duplicate Hamming radius.
-        progress: show progress bars.
+        progress: show progress bars (only on a terminal).
 
     Returns:
         ``{"table": text, "sources": [per-source rows], "dedup": dedup summary, "datalist": path}``.
+
+    Raises:
+        FileNotFoundError: an ``exclude`` item that is neither a file nor a dataset folder under ``root`` (the
+            message names the folders there).
     """
     out = Path(out)
     sources = find_datasets(root)
+    folders = [d.name for d in sources]
+    excluded = as_names(exclude)
+    for item in excluded:  # checked before hours of preparing
+        if item not in folders and not os.path.isfile(item):
+            raise FileNotFoundError(f"--exclude {item!r} is neither a datalist file nor a dataset folder under {root}; "
+                                    f"the dataset folders there are: {', '.join(folders) or 'none'}")
     prepared = {}
     for d in sources:
         prepared[d.name] = prepare(d, out / "sources" / d.name, cache=True, frame_stride=frame_stride, progress=progress)
     lists = [out / "sources" / name / "datalist.json" for name in prepared]
     tests = []
-    for item in exclude or []:
+    for item in excluded:
         if item in prepared:  # a dataset name: its test list
             data = json.loads((out / "sources" / item / "datalist.json").read_text(encoding="utf-8"))
             path = out / "tests" / f"{item}_test.json"
             atomic_write_json({"test": data["test"]}, path)
             tests.append(path)
-        elif os.path.isfile(item):
-            tests.append(Path(item))
         else:
-            raise FileNotFoundError(f"--exclude {item!r} is neither a datalist file nor a dataset folder under {root}")
+            tests.append(Path(item))
     dd = dedup(lists, out / "dedup", exclude=tests or None, radius=radius, progress=progress)
     drop = _redundant(json.loads((out / "dedup" / "groups.json").read_text(encoding="utf-8"))["groups"], radius)
     names = output_names(lists)

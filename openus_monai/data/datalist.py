@@ -88,6 +88,28 @@ def read_records(dataset_dir: str | os.PathLike, task: str, check_exists: bool =
     return records
 
 
+def _refuse_sequence_frames(json_path: Path, data: dict) -> None:
+    """Stop on a prepared datalist that lists frames of videos, cines or volumes (``prepare`` without ``--cache``).
+
+    The bundles read image files; frame ``k`` of ``clip.mp4`` would be read as the whole file (or refused as not an
+    image). ``prepare --cache`` writes every frame as a PNG, which the bundles read.
+
+    Raises:
+        ValueError: naming the datalist, the number of frame entries, one example and the command that fixes it.
+    """
+    frames = {(e["image"], e["frame"]): None for lst in ("pretraining", *_SPLITS) for e in data.get(lst) or []
+              if isinstance(e, dict) and e.get("frame") is not None}
+    if not frames:
+        return
+    root = data.get("root") or "ROOT"
+    image, frame = next(iter(frames))
+    raise ValueError(
+        f"{json_path} lists {len(frames)} frames of video, cine or volume files (e.g. frame {frame} of {image}); the "
+        f"bundles read image files only. Prepare the data set with --cache, which writes "
+        f"every frame as a PNG: python -m openus_monai prepare --root {root} --out {json_path.parent} --cache"
+    )
+
+
 def _prepared_records(json_path: Path, task: str) -> list[dict] | None:
     """Records of a datalist written by ``prepare`` / ``corpus`` (it has a ``pretraining`` list), else None.
 
@@ -97,6 +119,7 @@ def _prepared_records(json_path: Path, task: str) -> list[dict] | None:
     data = json.loads(json_path.read_text(encoding="utf-8"))
     if not isinstance(data, dict) or not isinstance(data.get("pretraining"), list):
         return None
+    _refuse_sequence_frames(json_path, data)
     base = json_path.parent
 
     def path(p: str) -> str:

@@ -25,6 +25,8 @@ from scipy.sparse.csgraph import connected_components
 from .formats import read_frame, to_uint8
 from .hashing import near_pairs, phash
 from ..io import atomic_write_json
+from ..options import as_names
+from ..terminal import progress_bar
 from .validation import InvalidImageError
 
 __all__ = ["DEFAULT_RADIUS", "dedup", "duplicate_groups", "hash_entries", "load_entries", "output_names"]
@@ -73,11 +75,7 @@ def hash_entries(entries: Sequence[dict], progress: bool = False, workers: int =
     """
     with ThreadPoolExecutor(max(1, int(workers))) as pool:  # decoding releases the GIL
         results = pool.map(_hash_one, entries)
-        if progress:
-            from tqdm.auto import tqdm
-
-            results = tqdm(results, total=len(entries), desc="hash", unit="img", leave=False)
-        results = list(results)
+        results = list(progress_bar(results, "hash", progress, total=len(entries), unit="img"))
     hashes = np.array([r[0] for r in results], dtype=np.uint64)
     return hashes, [r[1] for r in results], [r[2] for r in results]
 
@@ -143,17 +141,25 @@ def dedup(
     Args:
         datalists: datalist JSON files.
         out: output folder.
-        exclude: test datalist(s) whose images must not appear in the outputs (any of their lists).
+        exclude: test datalist(s) whose images must not appear in the outputs (any of their lists): a list, or
+            one comma-separated string.
         radius: near-duplicate Hamming radius (64-bit hash).
-        progress: show a progress bar.
+        progress: show a progress bar (only on a terminal: :func:`openus_monai.terminal.progress_bar`).
 
     Returns:
         summary: entries, unreadable, groups, entries in groups, exact groups, cross-datalist and
         cross-label groups, removed per datalist.
+
+    Raises:
+        FileNotFoundError: a datalist or ``exclude`` file does not exist (checked before any hashing).
     """
+    paths = [Path(p) for p in datalists]
+    test_paths = [Path(p) for p in as_names([exclude] if isinstance(exclude, os.PathLike) else exclude)]
+    missing = [str(p) for p in paths + test_paths if not p.is_file()]
+    if missing:  # before any hashing
+        raise FileNotFoundError(f"datalist file(s) not found: {', '.join(missing)}")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    paths = [Path(p) for p in datalists]
     entries: list[dict] = []
     for p in paths:
         entries.extend({**e, "_datalist": str(p)} for e in load_entries(p))
@@ -192,14 +198,13 @@ def dedup(
         "groups": len(groups), "in_groups": sum(len(g) for g in groups), "exact_groups": exact,
         "cross_datalist_groups": cross_datalist, "cross_label_groups": cross_label, "radius": radius,
     }
-    if exclude:
-        summary["removed"] = _exclude(entries, keys, pos, hashes, digests, valid, exclude, paths, out, radius, progress)
+    if test_paths:
+        summary["removed"] = _exclude(entries, keys, pos, hashes, digests, valid, test_paths, paths, out, radius, progress)
     atomic_write_json(summary, out / "summary.json")
     return summary
 
 
-def _exclude(entries, keys, pos, hashes, digests, valid, exclude, paths, out, radius, progress) -> dict:
-    test_paths = [exclude] if isinstance(exclude, (str, os.PathLike)) else list(exclude)
+def _exclude(entries, keys, pos, hashes, digests, valid, test_paths, paths, out, radius, progress) -> dict:
     tests = [e for p in test_paths for e in load_entries(p)]
     tkeys = list(dict.fromkeys(_key(e) for e in tests))
     th, td, terr = hash_entries([{"image": k[0], "frame": None if k[1] < 0 else k[1]} for k in tkeys], progress)

@@ -45,6 +45,7 @@ from .formats import iter_frames, probe, source_kind, to_uint8
 from .readers import SPLIT_ALIASES, read_labels_csv
 from .splits import group_splits
 from ..io import atomic_path, atomic_write_json
+from ..terminal import progress_bar
 from .validation import InvalidImageError
 
 __all__ = ["MASK_DIR_NAMES", "is_label_map", "prepare", "summary_table"]
@@ -236,7 +237,7 @@ def prepare(
         frame_stride: keep every ``frame_stride``-th frame of videos, DICOM cines and volumes.
         seed: seed of the drawn splits.
         fractions: (train, val, test) fractions of drawn splits.
-        progress: show a progress bar.
+        progress: show progress bars (only on a terminal: :func:`openus_monai.terminal.progress_bar`).
         workers: threads that read files (image decoders release the GIL).
         dedup_groups: merge the groups of near-duplicate labelled images (first frames), so drawn splits
             keep duplicates on one side; published splits are kept, and duplicate groups that straddle
@@ -264,7 +265,7 @@ def prepare(
     paths = list(_walk(root))
     with ThreadPoolExecutor(max(1, int(workers))) as pool:  # decoders release the GIL
         scanned = pool.map(lambda p: _scan_file(p, root, layout), paths)
-        for row, source in _progress(scanned, progress, "scan", total=len(paths)):
+        for row, source in progress_bar(scanned, "scan", progress, total=len(paths), unit="file"):
             if row is not None:
                 rows.append(row)
             if source is not None:
@@ -288,7 +289,7 @@ def prepare(
     _assign_missing_splits(items, seed, fractions)
     lists: dict[str, list] = {"pretraining": [], **{k: [] for k in _DATALIST_KEYS}}
     frames_total = 0
-    bar = _progress(items, progress, "frames" if not cache else "cache")
+    bar = progress_bar(items, "frames" if not cache else "cache", progress, unit="file")
     for it in bar:
         s = it["src"]
         sequence = s.kind in ("dicom", "volume", "video") or s.n_frames > 1
@@ -485,14 +486,6 @@ def _frame_entries(s: _Source, it: dict, out: Path, root: Path, cache: bool, str
             lab = dict(pre, **extra, group=it["group"], **({"mask": it["mask"]} if it["mask"] else {}))
         result.append((pre, lab))
     return result
-
-
-def _progress(items: Iterable, enabled: bool, desc: str, total: int | None = None):
-    if not enabled:
-        return items
-    from tqdm.auto import tqdm
-
-    return tqdm(items, desc=desc, unit="file", leave=False, total=total)
 
 
 def summary_table(summaries: list[dict]) -> str:

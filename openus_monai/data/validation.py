@@ -33,6 +33,8 @@ import numpy as np
 import torch
 from monai.utils import optional_import
 
+from ..options import as_flag
+
 Events, _ = optional_import("ignite.engine", name="Events")
 
 __all__ = [
@@ -345,18 +347,6 @@ def check_array(img: Any, path: str = "<in memory>", min_size: int = DEFAULT_MIN
 # ----------------------------------------------------------------------------------------------- policy
 
 
-def _as_bool(value: Any, name: str) -> bool:
-    """A flag from a config or the command line, where ``--skip_invalid false`` arrives as the string "false"."""
-    if isinstance(value, str):
-        word = value.strip().lower()
-        if word in ("true", "1", "yes", "on"):
-            return True
-        if word in ("false", "0", "no", "off", "", "none", "null"):
-            return False
-        raise ValueError(f"{name} must be true or false, got {value!r}")
-    return bool(value)
-
-
 class InvalidFiles:
     """What a run does with invalid input files, and its report of the ones it skipped.
 
@@ -380,7 +370,7 @@ class InvalidFiles:
 
     def __init__(self, skip: bool = False, output_dir: str | os.PathLike | None = None, name: str = "skipped_files",
                  max_logged: int = 20) -> None:
-        self.skip, self.name, self.max_logged = _as_bool(skip, "skip_invalid"), name, int(max_logged)
+        self.skip, self.name, self.max_logged = as_flag(skip, "skip_invalid"), name, int(max_logged)
         self.output_dir = Path(output_dir) if output_dir else None
         self._memory: list[dict] = []
         self._logged = 0

@@ -12,6 +12,7 @@ from typing import Any
 import torch.nn as nn
 from monai.utils import instantiate
 
+from ..options import as_flag
 from .pretrained import INITS, build_pretrained_encoder
 from .vmamba import VMamba, vmamba_base, vmamba_small, vmamba_tiny
 
@@ -86,7 +87,6 @@ def set_trainable(module: nn.Module, trainable: bool) -> nn.Module:
 
 #: the deprecated ``mode`` spellings of ``freeze_encoder``: ``"linear_probe"`` (True) and ``"finetune"`` (False)
 CLASSIFIER_MODES: tuple[str, ...] = ("linear_probe", "finetune")
-_TRUE, _FALSE = ("true", "yes", "1"), ("false", "no", "0", "")
 
 
 def resolve_freeze_encoder(freeze_encoder: bool | str = False, mode: str | None = None) -> bool:
@@ -110,12 +110,10 @@ def resolve_freeze_encoder(freeze_encoder: bool | str = False, mode: str | None 
     """
     if isinstance(freeze_encoder, str):
         word = freeze_encoder.strip().lower()
-        if word in _TRUE or word in _FALSE:
-            freeze_encoder = word in _TRUE
-        elif mode is None and word in CLASSIFIER_MODES:
+        if mode is None and word in CLASSIFIER_MODES:
             freeze_encoder, mode = False, word
         else:
-            raise ValueError(f"freeze_encoder must be true or false, got {freeze_encoder!r}")
+            freeze_encoder = as_flag(freeze_encoder, "freeze_encoder")
     if mode is None:
         return bool(freeze_encoder)
     if mode not in CLASSIFIER_MODES:

@@ -66,8 +66,17 @@ def encoder_record(module: nn.Module) -> dict[str, Any]:
 
 def build_from_record(record: Mapping[str, Any], **overrides: Any) -> nn.Module:
     """A new (randomly initialised) module as ``record`` describes, with ``overrides`` on its arguments
-    (e.g. ``drop_path_rate`` for fine-tuning)."""
-    return instantiate(str(record["_target_"]), "default", **{**dict(record["args"]), **overrides})
+    (e.g. ``drop_path_rate`` for fine-tuning).
+
+    Raises:
+        TypeError: the record's ``_target_`` is not a ``torch.nn.Module`` class (a checkpoint file names what
+            is built from it, so only network classes are called: ``weights_only`` loading stays safe).
+    """
+    target = str(record["_target_"])
+    cls = instantiate(target, "callable")
+    if not (isinstance(cls, type) and issubclass(cls, nn.Module)):
+        raise TypeError(f"the record's _target_ {target!r} is not a torch.nn.Module class; it is not built")
+    return cls(**{**dict(record["args"]), **overrides})
 
 
 def encoder_file(module: nn.Module, meta: Mapping[str, Any] | None = None) -> dict[str, Any]:
