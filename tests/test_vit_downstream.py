@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from openus_monai.bundle.network_record import read_network_record
-from openus_monai.networks import OpenUSClassifier, OpenUSSegNet, UNETRDecoder, build_vit, encoder_file
+from openus_monai.networks import OpenUSClassifier, OpenUSFeatureExtractor, OpenUSSegNet, UNETRDecoder, build_vit, encoder_file
 from openus_monai.networks.task_heads import segmentation_decoder
 
 from _helpers import REPO, demo_dataset
@@ -74,6 +74,9 @@ def test_each_encoder_family_gets_its_head():
     cls = OpenUSClassifier(build_vit(VIT, img_size=64), num_classes=2).eval()
     x = torch.rand(2, 1, 64, 64)
     torch.testing.assert_close(cls.forward_features(x), cls.encoder(x).tokens.mean(1))  # the ViT's mean token
+    embedding, maps = OpenUSFeatureExtractor(cls.encoder).forward_all(x)  # the pretraining bundle's inference
+    torch.testing.assert_close(embedding, cls.forward_features(x))
+    assert [m.shape for m in maps] == [(2, 32, 4, 4)] * 4
     with pytest.raises(ValueError, match="4 out_indices"):
         segmentation_decoder(build_vit({**VIT, "num_layers": 2}), 2)
 

@@ -25,7 +25,7 @@ from .decoder import MambaDecoder
 from .vit import ViTEncoder, ViTFeatures
 from .vit_decoder import UNETRDecoder
 
-__all__ = ["decode", "pooled_features", "segmentation_decoder"]
+__all__ = ["decode", "feature_maps", "pooled_features", "segmentation_decoder"]
 
 logger = logging.getLogger(__name__)
 
@@ -81,3 +81,11 @@ def pooled_features(features: ViTFeatures | Sequence[torch.Tensor]) -> torch.Ten
     if isinstance(features, ViTFeatures):
         return features.pooled
     return features[-1].mean(dim=(2, 3))
+
+
+def feature_maps(features: ViTFeatures | Sequence[torch.Tensor]) -> list[torch.Tensor]:
+    """An encoder's output as maps: a VMamba's stage maps ``[B, C_i, h_i, w_i]``, or a ViT's ``out_indices``
+    hidden states as ``[B, D, h, w]`` (all at 1/16 of the image)."""
+    if isinstance(features, ViTFeatures):
+        return [ViTEncoder.feature_map(h, features.grid) for h in features.hidden_states]
+    return list(features)
