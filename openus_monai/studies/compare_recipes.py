@@ -18,7 +18,6 @@ Layout of ``output_dir``::
 
 from __future__ import annotations
 
-import csv
 import logging
 import os
 import time
@@ -29,6 +28,7 @@ from typing import Any
 from .label_efficiency import (  # the study's bundle runners, shared rather than copied
     _run_in_process,
     _run_subprocess,
+    _write_csv,
     bundle_command,
     plot_label_efficiency,
     run_label_efficiency,
@@ -132,14 +132,6 @@ def markdown_table(summary: Sequence[Mapping[str, Any]], digits: int = 3) -> str
             values.append("" if s is None else f"{s['mean']:.{digits}f} ± {s['std']:.{digits}f}")
         lines.append("| " + " | ".join([recipe, *values]) + " |")
     return "\n".join(lines) + "\n"
-
-
-def _write_csv(path: Path, rows: Sequence[Mapping[str, Any]]) -> None:
-    columns = list(dict.fromkeys(k for row in rows for k in row))
-    with open(path, "w", newline="", encoding="utf-8") as f:
-        writer = csv.DictWriter(f, fieldnames=columns)
-        writer.writeheader()
-        writer.writerows(rows)
 
 
 def run_compare_recipes(
