@@ -40,7 +40,7 @@ def _table(path):
 
 def test_same_seeds_give_the_same_table_twice_and_a_finished_study_resumes(demo, tmp_path):
     first = _compare(tmp_path / "a", demo)
-    assert [p["encoder"] for p in first["pretraining"]] == ["ViTEncoder", "ViTEncoder"]
+    assert [(p["method"], p["encoder"]) for p in first["pretraining"]] == [("usf_mae", "ViTEncoder"), ("usfm", "ViTEncoder")]
     table = _table(first["csv"])
     assert {(r["recipe"], r["task"], r["metric"]) for r in table} == {
         (recipe, "classification", m) for recipe in TINY_RECIPES for m in ("macro_f1", "accuracy", "auc")}

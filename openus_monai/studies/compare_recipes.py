@@ -86,7 +86,7 @@ def pretrain_recipe(
         in_process: run the bundle in this process.
 
     Returns:
-        ``{"recipe", "backbone", "encoder", "parameters", "seconds", "reused"}``.
+        ``{"recipe", "method" (as the encoder file records it), "backbone", "encoder", "parameters", "seconds", "reused"}``.
     """
     from openus_monai.networks import load_encoder_file
 
@@ -109,9 +109,7 @@ def pretrain_recipe(
         if not backbone.is_file():
             raise RuntimeError(f"pretraining {recipe} wrote no {backbone}")
     encoder, meta = load_encoder_file(backbone)
-    if meta.get("method") not in (None, recipe):
-        raise ValueError(f"{backbone} was pretrained by {meta.get('method')!r}, not {recipe!r}: use a fresh output_dir")
-    return {"recipe": recipe, "backbone": str(backbone), "encoder": type(encoder).__name__,
+    return {"recipe": recipe, "method": meta.get("method"), "backbone": str(backbone), "encoder": type(encoder).__name__,
             "parameters": sum(p.numel() for p in encoder.parameters()), "seconds": round(time.time() - start, 1), "reused": reused}
 
 
@@ -156,7 +154,7 @@ def run_compare_recipes(
         dataset_dir: pretraining data (a folder or a datalist.json, e.g. the corpus command's output; ""
             for the demo data), the same for every recipe.
         recipes: names of :data:`RECIPES` (their CPU-scale configs), or ``{name: config files}`` (after
-            ``train.json`` and ``pretrain_configs``; the name must be the method the file records).
+            ``train.json`` and ``pretrain_configs``; e.g. two variants of one method under two names).
         pretrain_configs: config files merged after ``train.json`` and before each recipe's (e.g. ``tiny.json``;
             relative to the working directory, else to the pretraining bundle's ``configs/``).
         pretrain_overrides: overrides for every pretraining, the shared budget and seed (e.g. ``{"max_epochs": 5,
