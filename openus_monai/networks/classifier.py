@@ -1,4 +1,4 @@
-"""``OpenUSClassifier``: a VMamba encoder, global average pooling, an optional norm and a linear head."""
+"""``OpenUSClassifier``: an encoder (VMamba or ViT), its pooled features, an optional norm and a linear head."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import torch.nn as nn
 from .checkpoint import load_openus_checkpoint
 from .factory import CLASSIFIER_MODES, FreezableEncoder, build_encoder, param_groups, resolve_freeze_encoder
 from .layers import plain_tensor
-from .vmamba import VMamba
+from .task_heads import pooled_features
 
 __all__ = ["OpenUSClassifier"]
 
@@ -20,7 +20,8 @@ _HEAD_NORMS = ("layer", "batch", "none")
 
 
 class OpenUSClassifier(FreezableEncoder):
-    """Image classifier on the OpenUS encoder: last-stage map -> global average pool -> norm -> linear.
+    """Image classifier on an encoder's pooled features -> norm -> linear: a VMamba's last-stage map averaged over
+    space, or a :class:`ViTEncoder`'s mean token (:func:`~openus_monai.networks.task_heads.pooled_features`).
 
     As :class:`~openus_monai.networks.OpenUSSegNet`, ``freeze_encoder`` chooses the protocol:
 
@@ -31,8 +32,9 @@ class OpenUSClassifier(FreezableEncoder):
       learning rate with layer-wise decay.
 
     Args:
-        encoder: a :class:`VMamba`, a preset name (``"vmamba_small"``) or a ``VMamba`` config dict
-            (e.g. ``{"depths": [1, 1, 1, 1], "dims": 16}``) built with :func:`build_encoder`.
+        encoder: an encoder module, a preset name (``"vmamba_small"``), a ``VMamba`` config dict
+            (e.g. ``{"depths": [1, 1, 1, 1], "dims": 16}``) or an encoder record (``{"_target_", "args"}``, e.g. a
+            ViT's), built with :func:`build_encoder`.
         num_classes: number of classes (output logits).
         in_channels: input channels when the encoder is built here (1 for grayscale ultrasound); ignored
             when ``encoder`` is a module.
@@ -60,7 +62,7 @@ class OpenUSClassifier(FreezableEncoder):
 
     def __init__(
         self,
-        encoder: VMamba | str | Mapping[str, Any] = "vmamba_small",
+        encoder: nn.Module | str | Mapping[str, Any] = "vmamba_small",
         num_classes: int = 2,
         in_channels: int = 1,
         pretrained: str | os.PathLike | None = None,
@@ -85,7 +87,7 @@ class OpenUSClassifier(FreezableEncoder):
                 encoder, in_channels=in_channels, pretrained=pretrained or None, checkpoint_key=checkpoint_key, init=init, **encoder_kwargs
             )
         if not hasattr(encoder, "num_features"):
-            raise TypeError(f"encoder must be a VMamba (with num_features), got {type(encoder).__name__}")
+            raise TypeError(f"encoder must have num_features (a VMamba or a ViTEncoder), got {type(encoder).__name__}")
         self.encoder = encoder
         self.num_classes = int(num_classes)
         features = int(encoder.num_features)
@@ -112,7 +114,7 @@ class OpenUSClassifier(FreezableEncoder):
 
     @property
     def num_features(self) -> int:
-        """Channels of the pooled features, ``C_3`` of the encoder."""
+        """Width of the pooled features (``C_3`` of a VMamba, ``D`` of a ViT)."""
         return int(self.encoder.num_features)
 
     def set_mode(self, mode: str) -> OpenUSClassifier:
@@ -120,19 +122,20 @@ class OpenUSClassifier(FreezableEncoder):
         return self.set_freeze_encoder(resolve_freeze_encoder(mode=mode))
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        """``[B, in_channels, H, W] -> [B, C_3]``: the last-stage map (after its output norm), averaged over space."""
+        """``[B, in_channels, H, W] -> [B, D]``: the encoder's pooled features (a VMamba's last-stage map after its
+        output norm averaged over space; a ViT's final tokens averaged)."""
         if torch.jit.is_scripting():
             return self.encoder(x)[-1].mean(dim=(2, 3))
         x = plain_tensor(x)
         if self.freeze_encoder and not x.requires_grad:
             with torch.no_grad():  # frozen encoder: no graph needed unless the caller wants input gradients
-                feature_map = self.encoder(x)[-1]
+                features = self.encoder(x)
         else:
-            feature_map = self.encoder(x)[-1]
-        return feature_map.mean(dim=(2, 3))
+            features = self.encoder(x)
+        return pooled_features(features)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """``[B, in_channels, H, W]`` (H, W divisible by 32) ``-> [B, num_classes]`` logits."""
+        """``[B, in_channels, H, W]`` (H, W divisible by 32; 16 for a ViT) ``-> [B, num_classes]`` logits."""
         return self.head(self.dropout(self.norm(self.forward_features(x))))
 
     def param_groups(

@@ -6,7 +6,7 @@ import copy
 import logging
 import os
 import warnings
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 import torch.nn as nn
@@ -190,11 +190,21 @@ def encoder_layer_id(name: str, depths: Iterable[int]) -> int:
     return n_blocks + 1
 
 
+def _layer_ids(encoder: nn.Module | None) -> tuple[int, Callable[[str], int]]:
+    """``(n, layer_id)``: the top depth id of ``encoder`` and the function giving a parameter's depth id."""
+    if encoder is not None and callable(getattr(encoder, "layer_id", None)):
+        return int(encoder.num_layer_ids), encoder.layer_id
+    depths = getattr(encoder, "depths", None)
+    if depths is not None:
+        return sum(depths) + 1, lambda name: encoder_layer_id(name, depths)
+    return 0, lambda name: 0  # no layer-wise decay: every encoder parameter at ``encoder_lr_scale``
+
+
 def param_groups(
     model: nn.Module,
     weight_decay: float,
     lr: float,
-    encoder: VMamba | None = None,
+    encoder: nn.Module | None = None,
     encoder_prefix: str = "encoder.",
     layer_decay: float = 1.0,
     encoder_lr_scale: float = 1.0,
@@ -209,20 +219,21 @@ def param_groups(
         model: the whole network.
         weight_decay: decay for weights (not for norms, biases, SSM constants).
         lr: base learning rate (heads and decoders).
-        encoder: the encoder inside ``model`` whose parameters get layer-wise rates (optional).
+        encoder: the encoder inside ``model`` whose parameters get layer-wise rates (optional): a VMamba (depth
+            ids from its ``depths``, :func:`encoder_layer_id`) or an encoder with ``layer_id(name)`` and
+            ``num_layer_ids`` (a ViT); another encoder gets ``encoder_lr_scale`` without layer-wise decay.
         encoder_prefix: the encoder's name prefix inside ``model``.
         layer_decay: per-block lr factor, 1.0 for none.
         encoder_lr_scale: extra factor for every encoder parameter (e.g. 0.1 to fine-tune gently).
     """
-    n_layers = sum(encoder.depths) + 1 if encoder is not None else 0
+    n_layers, layer_of = _layer_ids(encoder)
     groups: dict[tuple[float, float], dict[str, Any]] = {}
     for name, param in model.named_parameters():
         if not param.requires_grad:
             continue
         scale = 1.0
         if encoder is not None and name.startswith(encoder_prefix):
-            layer = encoder_layer_id(name[len(encoder_prefix):], encoder.depths)
-            scale = encoder_lr_scale * layer_decay ** (n_layers - layer)
+            scale = encoder_lr_scale * layer_decay ** (n_layers - layer_of(name[len(encoder_prefix):]))
         wd = 0.0 if is_no_weight_decay(name, param) else weight_decay
         group = groups.setdefault((scale, wd), {"params": [], "lr": lr * scale, "lr_scale": scale, "weight_decay": wd, "wd_scale": 1.0 if wd else 0.0})
         group["params"].append(param)

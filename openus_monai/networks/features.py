@@ -1,4 +1,4 @@
-"""OpenUSFeatureExtractor: a pretrained VMamba encoder as an embedding model (the pretraining bundle's inference)."""
+"""OpenUSFeatureExtractor: a pretrained encoder (VMamba or ViT) as an embedding model (the pretraining bundle's inference)."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from monai.inferers import Inferer
 
 from .factory import FreezableEncoder, build_encoder
 from .layers import plain_tensor
+from .task_heads import feature_maps, pooled_features
 from .vmamba import VMamba
 
 __all__ = ["FeatureInferer", "OpenUSFeatureExtractor"]
@@ -63,9 +64,10 @@ class OpenUSFeatureExtractor(FreezableEncoder):
 
     @torch.no_grad()
     def forward_all(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
-        """The pooled embedding ``[B, C_3]`` and the four stage maps ``[B, C_i, H / 2^(i+2), W / 2^(i+2)]``."""
-        maps = self.encoder(plain_tensor(x))
-        return maps[-1].mean(dim=(2, 3)), maps
+        """The pooled embedding ``[B, C_3]`` and the four stage maps ``[B, C_i, H / 2^(i+2), W / 2^(i+2)]`` (a ViT:
+        its mean token ``[B, D]`` and its ``out_indices`` hidden states as maps ``[B, D, H / 16, W / 16]``)."""
+        features = self.encoder(plain_tensor(x))
+        return pooled_features(features), feature_maps(features)
 
 
 class FeatureInferer(Inferer):

@@ -167,10 +167,14 @@ def encoder_config(encoder: nn.Module) -> str | dict[str, Any]:
 
 
 def _accepted(target: str, kwargs: Mapping[str, Any]) -> dict[str, Any]:
-    """``kwargs`` that the class ``target`` takes (all of them when it takes ``**kwargs``)."""
+    """``kwargs`` that the class ``target`` takes (all of them when it takes ``**kwargs``); the training options it
+    does not take (e.g. ``drop_path_rate`` of an encoder class without stochastic depth) are named in a warning."""
     params = inspect.signature(instantiate(target, "callable")).parameters
     if any(p.kind is p.VAR_KEYWORD for p in params.values()):
         return dict(kwargs)
+    dropped = sorted(k for k in kwargs if k not in params)
+    if dropped:
+        logger.warning("%s takes no %s: not applied", target, ", ".join(dropped))
     return {k: v for k, v in kwargs.items() if k in params}
 
 

@@ -1,4 +1,4 @@
-"""OpenUSSegNet: a VMamba encoder and the channel-aware Mamba decoder as one segmentation network."""
+"""OpenUSSegNet: an encoder (VMamba or ViT) and the decoder that fits it as one segmentation network."""
 
 from __future__ import annotations
 
@@ -11,10 +11,9 @@ import torch
 import torch.nn as nn
 from monai.utils import convert_to_dst_type
 
-from .decoder import MambaDecoder
 from .factory import FreezableEncoder, build_encoder, param_groups
 from .layers import plain_tensor
-from .vmamba import VMamba
+from .task_heads import decode, segmentation_decoder
 
 __all__ = ["OpenUSSegNet"]
 
@@ -22,18 +21,21 @@ logger = logging.getLogger(__name__)
 
 
 class OpenUSSegNet(FreezableEncoder):
-    """``[B, in_channels, H, W] -> [B, num_classes, H, W]`` logits from a VMamba encoder and a :class:`MambaDecoder`.
+    """``[B, in_channels, H, W] -> [B, num_classes, H, W]`` logits from an encoder and the decoder that fits it:
+    a VMamba and the channel-aware :class:`MambaDecoder`, or a :class:`ViTEncoder` and the UNETR-style
+    :class:`UNETRDecoder` (chosen by :func:`~openus_monai.networks.task_heads.segmentation_decoder`).
 
     One tensor in, one tensor out, so MONAI's inferers and ``monai.bundle verify_net_in_out`` apply.
-    H and W must be divisible by 32 (resize or ``DivisiblePadd(k=32)`` first).
+    H and W must be divisible by 32 (VMamba) or 16 (ViT) (resize or ``DivisiblePadd(k=32)`` first).
 
     The encoder and decoder are either given as modules or built here:
 
-    - ``encoder``: a :class:`VMamba`, a preset name (``"vmamba_small"``...) or a ``VMamba`` config dict,
-      built by :func:`~openus_monai.networks.build_encoder` with ``in_channels``, ``pretrained`` and
-      ``drop_path_rate``;
-    - ``decoder``: a module taking the four encoder maps, or None / a dict of :class:`MambaDecoder`
-      keyword arguments (its ``encoder_dims`` and ``num_classes`` are filled in).
+    - ``encoder``: a module, a preset name (``"vmamba_small"``...), a ``VMamba`` config dict or an encoder
+      record (``{"_target_", "args"}``, e.g. a ViT's), built by :func:`~openus_monai.networks.build_encoder` with
+      ``in_channels``, ``pretrained`` and ``drop_path_rate``;
+    - ``decoder``: a module taking the four encoder maps, or None / a dict of keyword arguments of the decoder that
+      fits the encoder (:class:`MambaDecoder`: its ``encoder_dims`` and ``num_classes`` are filled in;
+      :class:`UNETRDecoder`: ``feature_size``...).
 
     Two fine-tuning protocols:
 
@@ -43,8 +45,8 @@ class OpenUSSegNet(FreezableEncoder):
       learning rate with layer-wise decay.
 
     Args:
-        encoder: a :class:`VMamba`, a preset name or a ``VMamba`` config dict.
-        decoder: a decoder module, or None / dict of :class:`MambaDecoder` arguments.
+        encoder: an encoder module, a preset name, a ``VMamba`` config dict or an encoder record.
+        decoder: a decoder module, or None / dict of arguments of the decoder that fits the encoder.
         in_channels: input channels when the encoder is built here (1 for grayscale ultrasound).
         num_classes: output channels, background included (2 for lesion vs background).
         pretrained: encoder checkpoint (exported by the pretraining bundle, an original OpenUS or VMamba
@@ -53,8 +55,8 @@ class OpenUSSegNet(FreezableEncoder):
         checkpoint_key: entry of the checkpoint to read (default: ``teacher`` when present).
         freeze_encoder: freeze the encoder (see above).
         drop_path_rate: stochastic depth of the encoder when built here.
-        decoder_depths: decoder blocks per stage (int or 3 ints), when the decoder is built here.
-        decoder_drop_path_rate: stochastic depth of the decoder when built here.
+        decoder_depths: Mamba decoder blocks per stage (int or 3 ints), when the decoder is built here (VMamba).
+        decoder_drop_path_rate: stochastic depth of the Mamba decoder when built here (VMamba).
         init: ``"pretrained"`` (load ``pretrained``'s weights) or ``"random"`` (its architecture, random weights).
 
     Example::
@@ -66,7 +68,7 @@ class OpenUSSegNet(FreezableEncoder):
 
     def __init__(
         self,
-        encoder: VMamba | str | Mapping[str, Any] = "vmamba_small",
+        encoder: nn.Module | str | Mapping[str, Any] = "vmamba_small",
         decoder: nn.Module | Mapping[str, Any] | None = None,
         in_channels: int = 1,
         num_classes: int = 2,
@@ -92,21 +94,17 @@ class OpenUSSegNet(FreezableEncoder):
                 init=init,
                 drop_path_rate=drop_path_rate,
             )
-        dims = getattr(self.encoder, "dims", None)
         if isinstance(decoder, nn.Module):
             self.decoder = decoder
         else:
-            if dims is None:
-                raise ValueError("the encoder has no `dims`; pass a decoder module")
-            kwargs = {"depths": decoder_depths, "drop_path_rate": decoder_drop_path_rate, **dict(decoder or {})}
-            self.decoder = MambaDecoder(dims, num_classes=num_classes, **kwargs)
+            self.decoder = segmentation_decoder(self.encoder, num_classes, decoder_depths, decoder_drop_path_rate, decoder)
         self.in_channels = getattr(self.encoder, "in_channels", in_channels)
         self.num_classes = getattr(self.decoder, "num_classes", num_classes)
         self.set_freeze_encoder(freeze_encoder)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Args:
-            x: ``[B, in_channels, H, W]``, H and W divisible by 32.
+            x: ``[B, in_channels, H, W]``, H and W divisible by 32 (VMamba) or 16 (ViT).
 
         Returns:
             logits ``[B, num_classes, H, W]``.
@@ -119,7 +117,7 @@ class OpenUSSegNet(FreezableEncoder):
                 features = self.encoder(x)
         else:
             features = self.encoder(x)
-        logits = self.decoder(features)
+        logits = decode(self.decoder, x, features)
         if source is not x:  # hand back the input's type and metadata (MONAI's Invertd needs them)
             logits = convert_to_dst_type(logits, source, dtype=logits.dtype)[0]
         return logits
@@ -131,8 +129,7 @@ class OpenUSSegNet(FreezableEncoder):
         ``lr * encoder_lr_scale * layer_decay ** (depth from the top)``; no weight decay on norms, biases and
         SSM constants. See :func:`~openus_monai.networks.param_groups`.
         """
-        encoder = self.encoder if isinstance(self.encoder, VMamba) else None
         return param_groups(
-            self, weight_decay=weight_decay, lr=lr, encoder=encoder, encoder_prefix="encoder.",
+            self, weight_decay=weight_decay, lr=lr, encoder=self.encoder, encoder_prefix="encoder.",
             layer_decay=layer_decay, encoder_lr_scale=encoder_lr_scale,
         )

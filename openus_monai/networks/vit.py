@@ -8,6 +8,7 @@ from typing import Any, NamedTuple
 import torch
 import torch.nn as nn
 from monai.networks.blocks.pos_embed_utils import build_sincos_position_embedding
+from monai.networks.layers import DropPath
 from monai.networks.nets import ViT
 from monai.utils import ensure_tuple_rep
 
@@ -61,6 +62,9 @@ class ViTEncoder(nn.Module):
         dropout_rate: dropout in the blocks.
         out_indices: 0-based blocks whose outputs :meth:`forward` returns as ``hidden_states`` (default: four
             evenly spaced, ending with the last block, e.g. 2, 5, 8, 11 of 12 as UNETR reads).
+        drop_path_rate: stochastic depth for fine-tuning, rising linearly over the blocks to this rate (MAE's and
+            BEiT's fine-tuning recipes; MONAI's blocks have none, so the blocks' residual branches are run here).
+            A training option, not part of the recorded architecture.
 
     Example::
 
@@ -81,6 +85,7 @@ class ViTEncoder(nn.Module):
         qkv_bias: bool = True,
         dropout_rate: float = 0.0,
         out_indices: Sequence[int] | None = None,
+        drop_path_rate: float = 0.0,
     ) -> None:
         super().__init__()
         img_size = tuple(int(s) for s in ensure_tuple_rep(img_size, 2))
@@ -101,6 +106,8 @@ class ViTEncoder(nn.Module):
             pos_embed_type="sincos", classification=False, dropout_rate=dropout_rate, spatial_dims=2, qkv_bias=qkv_bias,
         )
         freeze_unused_cross_attention(self.vit)
+        rates = [drop_path_rate * i / max(num_layers - 1, 1) for i in range(num_layers)]
+        self.drop_paths = nn.ModuleList(DropPath(r) if r > 0 else nn.Identity() for r in rates)
         self.native_grid = (img_size[0] // patch_size, img_size[1] // patch_size)
         self._pos_cache: dict[tuple[int, int], torch.Tensor] = {}
 
@@ -146,8 +153,10 @@ class ViTEncoder(nn.Module):
             ``(normed [B, N, D], hidden states of out_indices)``.
         """
         hidden = []
-        for i, block in enumerate(self.vit.blocks):
-            tokens = block(tokens)
+        for i, (block, drop) in enumerate(zip(self.vit.blocks, self.drop_paths)):
+            # MONAI's TransformerBlock.forward (no cross-attention), with stochastic depth on both residual branches
+            tokens = tokens + drop(block.attn(block.norm1(tokens)))
+            tokens = tokens + drop(block.mlp(block.norm2(tokens)))
             if i in self.out_indices:
                 hidden.append(tokens)
         return self.vit.norm(tokens), hidden
@@ -157,6 +166,25 @@ class ViTEncoder(nn.Module):
         tokens, grid = self.embed(images)
         tokens, hidden = self.blocks(tokens)
         return ViTFeatures(tokens, tokens.mean(1), hidden, grid)
+
+    @property
+    def num_features(self) -> int:
+        """Width ``D`` of the pooled features (as :attr:`VMamba.num_features`)."""
+        return self.embed_dim
+
+    @property
+    def num_layer_ids(self) -> int:
+        """Depth ids for layer-wise lr decay: 0 the embedding, 1..n the blocks, n + 1 the final norm."""
+        return self.num_layers + 1
+
+    def layer_id(self, name: str) -> int:
+        """Depth id of parameter ``name`` (relative to this module) for layer-wise lr decay (BEiT's rule)."""
+        parts = name.split(".")
+        if parts[:2] == ["vit", "patch_embedding"]:
+            return 0
+        if parts[:2] == ["vit", "blocks"]:
+            return int(parts[2]) + 1
+        return self.num_layers + 1
 
     @staticmethod
     def feature_map(tokens: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
