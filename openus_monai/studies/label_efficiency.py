@@ -6,9 +6,14 @@ Works with any bundle of this project that follows the shared conventions: ``con
 ``n_`` are counts). Segmentation reports ``dice``/``iou``/``hd95``, classification ``accuracy``/``f1``; the
 study plots whatever numeric keys it finds (or those asked for).
 
-Each run (one initialisation, ratio and seed) gets its own folder ``output_dir/NAME/r{ratio}_s{seed}`` with
-``models/``, ``eval/`` and the logs; by default each bundle run is a fresh ``python -m monai.bundle run``
-process, so a crash or memory growth in one run cannot affect the next.
+An arm (one column of the comparison) is an encoder initialisation and, optionally, its own bundle options:
+``{"pretrained": FILE, "freeze_encoder": True}`` (a frozen encoder), ``{"config_file": "configs/baselines/
+basicunet.json"}`` (another network), ``{"pretrained": FILE2, "ratios": [0.1]}`` (an ablation at one ratio);
+see :func:`normalize_arms`.
+
+Each run (one arm, ratio and seed) gets its own folder ``output_dir/NAME/r{ratio}_s{seed}`` with
+``models/``, ``eval/``, the logs and ``run.json`` (what defined it); by default each bundle run is a fresh
+``python -m monai.bundle run`` process, so a crash or memory growth in one run cannot affect the next.
 """
 
 from __future__ import annotations
@@ -18,17 +23,23 @@ import json
 import logging
 import math
 import os
+import shutil
 import subprocess
 import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from openus_monai.io import atomic_write_json
 
 __all__ = [
     "DEFAULT_RATIOS",
     "LabelEfficiencyRun",
+    "StudyArm",
     "bundle_command",
+    "normalize_arms",
     "normalize_pretrained",
     "plot_label_efficiency",
     "run_label_efficiency",
@@ -43,21 +54,42 @@ DEFAULT_RATIOS: tuple[float, ...] = (0.2, 0.4, 0.6, 0.8, 1.0)
 RANDOM_PREFIX = "random:"
 
 
-class LabelEfficiencyRun:
-    """One cell of the study: an encoder initialisation, a label ratio and a seed.
+@dataclass(frozen=True)
+class StudyArm:
+    """One arm of the study: an encoder initialisation and the bundle options that go with it.
 
     Attributes:
-        name: short name of the initialisation (``"random"``, ``"openus"``...).
-        pretrained: the arm as :func:`normalize_pretrained` spells it: a checkpoint, ``"random:CHECKPOINT"``
-            (its architecture with random weights) or None (the bundle's own encoder, random weights).
+        pretrained: a checkpoint, ``"random:CHECKPOINT"`` (its architecture with random weights) or None (the
+            bundle's own encoder, random weights).
+        config_files: config files merged after the study's, for this arm only (e.g. a baseline network).
+        overrides: bundle overrides for this arm only (e.g. ``{"freeze_encoder": True}``).
+        ratios: the label ratios this arm runs at (None: the study's), e.g. ``(0.1,)`` for an ablation row.
+    """
+
+    pretrained: str | None = None
+    config_files: tuple[str, ...] = ()
+    overrides: Mapping[str, Any] = field(default_factory=dict)
+    ratios: tuple[float, ...] | None = None
+
+
+class LabelEfficiencyRun:
+    """One cell of the study: an arm, a label ratio and a seed.
+
+    Attributes:
+        name: short name of the arm (``"random"``, ``"openus"``, ``"openus_frozen"``...).
+        pretrained: the arm's initialisation as :func:`normalize_arms` spells it: a checkpoint,
+            ``"random:CHECKPOINT"`` (its architecture with random weights) or None (the bundle's own encoder).
         label_ratio: fraction of training labels.
         seed: the bundle's ``seed`` (label subset, validation hold-out, initialisation, augmentation).
         run_dir: folder of this run's checkpoints, evaluation and logs.
+        arm_overrides: the arm's own bundle overrides (below the run's own).
     """
 
-    def __init__(self, name: str, pretrained: str | None, label_ratio: float, seed: int, run_dir: Path) -> None:
+    def __init__(self, name: str, pretrained: str | None, label_ratio: float, seed: int, run_dir: Path,
+                 arm_overrides: Mapping[str, Any] | None = None) -> None:
         self.name, self.pretrained = name, pretrained
         self.label_ratio, self.seed, self.run_dir = float(label_ratio), int(seed), Path(run_dir)
+        self.arm_overrides = dict(arm_overrides or {})
 
     @property
     def checkpoint(self) -> str | None:
@@ -71,8 +103,9 @@ class LabelEfficiencyRun:
 
     @property
     def overrides(self) -> dict[str, Any]:
-        """The bundle overrides that define this run."""
+        """The bundle overrides that define this run: the arm's, then the run's own."""
         return {
+            **self.arm_overrides,
             "label_ratio": self.label_ratio,
             "seed": self.seed,
             "pretrained": self.checkpoint,
@@ -85,31 +118,47 @@ class LabelEfficiencyRun:
     def metrics_file(self) -> Path:
         return self.run_dir / "eval" / "metrics.json"
 
+    @property
+    def record_file(self) -> Path:
+        """``run.json``: the configs and overrides of the finished run (resume reuses a run only when they match)."""
+        return self.run_dir / "run.json"
+
     def __repr__(self) -> str:
         return f"LabelEfficiencyRun({self.name!r}, ratio={self.label_ratio}, seed={self.seed})"
 
 
-def normalize_pretrained(pretrained: str | Sequence[Any] | Mapping[str, Any] | None) -> dict[str, str | None]:
-    """``{name: arm}`` from a mapping, a list of arms or one arm.
+#: keys of an arm mapping that are not bundle overrides
+_ARM_KEYS = ("pretrained", "init", "config_file", "ratios", "overrides")
 
-    An arm is a checkpoint (its encoder, pretrained); ``"random:CHECKPOINT"`` or ``{"pretrained": CHECKPOINT,
-    "init": "random"}`` (the same encoder, randomly initialised: the control arm); ``""``/None/``"none"``/
-    ``"random"`` (the bundle's configured encoder, random init, named ``random``). A checkpoint arm is named
-    after its file (``encoder.pt`` -> ``encoder``, a random-init arm ``encoder_random``), made unique with a
-    suffix when needed. Arms come back as ``CHECKPOINT``, ``"random:CHECKPOINT"`` or None.
+
+def normalize_arms(arms: str | Sequence[Any] | Mapping[str, Any] | None) -> dict[str, StudyArm]:
+    """``{name: StudyArm}`` from a mapping ``{name: arm}``, a list of arms or one arm.
+
+    An arm is
+
+    - a checkpoint (its encoder, pretrained); ``"random:CHECKPOINT"`` (the same encoder, randomly initialised:
+      the control arm); ``""``/None/``"none"``/``"random"`` (the bundle's configured encoder, random init);
+    - or a mapping with ``pretrained`` (as above), ``init`` (``"pretrained"`` / ``"random"``), ``config_file``
+      (one or a list, merged after the study's config files), ``ratios`` (run only at these label ratios),
+      ``overrides`` (a dict) and any other key as a bundle override, e.g. ``{"pretrained": "w.pt",
+      "freeze_encoder": True}`` or ``{"config_file": "configs/baselines/basicunet.json"}``.
+
+    An unnamed arm is named after its checkpoint (``encoder.pt`` -> ``encoder``, a random-init arm
+    ``encoder_random``) or ``random``, made unique with a suffix when needed.
 
     Raises:
         FileNotFoundError: a checkpoint does not exist.
-        ValueError: an ``init`` other than ``pretrained`` / ``random``.
+        ValueError: an ``init`` other than ``pretrained`` / ``random``, or a ratio outside (0, 1].
     """
-    if pretrained is None or isinstance(pretrained, (str, os.PathLike)) or (isinstance(pretrained, Mapping) and _is_arm_mapping(pretrained)):
-        pretrained = [pretrained]
-    items = list(pretrained.items()) if isinstance(pretrained, Mapping) else [(None, p) for p in pretrained]
-    out: dict[str, str | None] = {}
+    if arms is None or isinstance(arms, (str, os.PathLike)) or (isinstance(arms, Mapping) and _is_arm_mapping(arms)):
+        arms = [arms]
+    items = list(arms.items()) if isinstance(arms, Mapping) else [(None, a) for a in arms]
+    out: dict[str, StudyArm] = {}
     for name, arm in items:
-        init = "pretrained"
+        init, options = "pretrained", {}
         if isinstance(arm, Mapping):
-            arm, init = arm.get("pretrained"), str(arm.get("init", "pretrained")).lower()
+            options = dict(arm)
+            arm, init = options.pop("pretrained", None), str(options.pop("init", "pretrained")).lower()
             if init not in ("pretrained", "random"):
                 raise ValueError(f"init must be 'pretrained' or 'random', got {init!r}")
         path = None if arm is None else str(arm).strip()
@@ -124,13 +173,32 @@ def normalize_pretrained(pretrained: str | Sequence[Any] | Mapping[str, Any] | N
         unique, k = base, 2
         while unique in out:
             unique, k = f"{base}_{k}", k + 1
-        out[unique] = RANDOM_PREFIX + path if random_file else path
+        configs = options.pop("config_file", None) or ()
+        ratios = options.pop("ratios", None)
+        if ratios is not None:
+            ratios = tuple(float(r) for r in (ratios if isinstance(ratios, (list, tuple)) else [ratios]))
+            if not ratios or any(not 0.0 < r <= 1.0 for r in ratios):
+                raise ValueError(f"arm {unique}: ratios must be in (0, 1], got {list(ratios)}")
+        overrides = {**dict(options.pop("overrides", None) or {}), **options}
+        out[unique] = StudyArm(
+            pretrained=RANDOM_PREFIX + path if random_file else path,
+            config_files=tuple(str(c) for c in (configs if isinstance(configs, (list, tuple)) else [configs])),
+            overrides=overrides,
+            ratios=ratios,
+        )
     return out
 
 
+def normalize_pretrained(pretrained: str | Sequence[Any] | Mapping[str, Any] | None) -> dict[str, str | None]:
+    """``{name: initialisation}`` of :func:`normalize_arms`: ``CHECKPOINT``, ``"random:CHECKPOINT"`` or None."""
+    return {name: arm.pretrained for name, arm in normalize_arms(pretrained).items()}
+
+
 def _is_arm_mapping(value: Mapping[str, Any]) -> bool:
-    """Whether a mapping is one arm (``{"pretrained": ..., "init": ...}``) rather than ``{name: arm}``."""
-    return "pretrained" in value and set(value) <= {"pretrained", "init"} and not isinstance(value["pretrained"], Mapping)
+    """Whether a mapping is one arm (``{"pretrained": ..., "freeze_encoder": ...}``) rather than ``{name: arm}``:
+    it has ``pretrained`` or ``config_file`` and that value is not itself an arm mapping."""
+    keys = [k for k in ("pretrained", "config_file") if k in value]
+    return bool(keys) and not any(isinstance(value[k], Mapping) for k in keys)
 
 
 def _cli_value(value: Any) -> str:
@@ -270,6 +338,36 @@ def _write_csv(path: Path, rows: Sequence[Mapping[str, Any]]) -> None:
         writer.writerows(rows)
 
 
+#: the columns of a study row that are not metrics
+_ROW_KEYS = ("name", "pretrained", "init", "config", "label_ratio", "seed", "wall_s", "run_dir")
+
+
+def _resolve_configs(config_files: Sequence[str | os.PathLike], bundle_root: Path) -> list[str]:
+    """Config files as absolute paths: relative ones are looked up in the working directory, then in the bundle.
+
+    Raises:
+        FileNotFoundError: a file is in neither place.
+    """
+    found = []
+    for c in config_files or ():
+        p = Path(c)
+        found.append(str(p.resolve() if p.is_file() else (bundle_root / p).resolve()))
+        if not Path(found[-1]).is_file():
+            raise FileNotFoundError(f"config file {c} not found (looked in the working directory and {bundle_root})")
+    return found
+
+
+def _finished(run: LabelEfficiencyRun, record: Mapping[str, Any]) -> bool:
+    """Whether ``run`` finished with exactly these configs and overrides (its ``run.json`` says so)."""
+    if not (run.metrics_file.is_file() and run.record_file.is_file()):
+        return False
+    done = json.loads(run.record_file.read_text(encoding="utf-8"))
+    same = all(done.get(k) == json.loads(json.dumps(v)) for k, v in record.items())
+    if not same:
+        logger.info("%s: finished with other configs or overrides than now; running it again", run)
+    return same
+
+
 def run_label_efficiency(
     bundle: str | os.PathLike,
     output_dir: str | os.PathLike,
@@ -283,11 +381,12 @@ def run_label_efficiency(
     in_process: bool = False,
     runner: Callable[[LabelEfficiencyRun, list[str], list[str], Mapping[str, Any]], None] | None = None,
 ) -> dict[str, Any]:
-    """Train and evaluate ``bundle`` for every (initialisation, label ratio, seed); write a CSV and a plot.
+    """Train and evaluate ``bundle`` for every (arm, label ratio, seed); write a CSV and a plot.
 
-    Per run: ``train.json`` (+ ``config_files``) with ``run training``, then the same plus ``evaluate.json``
-    with ``run``; the overrides ``label_ratio``, ``seed``, ``pretrained``, ``ckpt_dir``, ``output_dir`` (and
-    ``overrides``) are given to both. The run's ``eval/metrics.json`` becomes a row of the table.
+    Per run: ``train.json`` (+ ``config_files`` + the arm's config files) with ``run training``, then the same
+    plus ``evaluate.json`` with ``run``; ``overrides``, then the arm's overrides, then ``label_ratio``,
+    ``seed``, ``pretrained``, ``init``, ``ckpt_dir`` and ``output_dir`` are given to both. The run's
+    ``eval/metrics.json`` becomes a row of the table (with the run's wall time).
 
     Args:
         bundle: bundle folder (or a bundle name found by ``resolve_bundle_root``, e.g. ``"openus_seg"``).
@@ -295,14 +394,16 @@ def run_label_efficiency(
             (mean and std over seeds), ``label_efficiency.png`` and the run folders.
         ratios: label ratios in (0, 1].
         seeds: seeds; the spread over seeds is the band in the plot.
-        pretrained: initialisations: ``{name: arm}``, a list of arms, one arm; an arm is a checkpoint,
-            ``"random:CHECKPOINT"`` (same encoder, random weights) or ``""``/None (the bundle's encoder, random
-            init); see :func:`normalize_pretrained`. Default: random init only.
+        pretrained: the arms: ``{name: arm}``, a list of arms, one arm; an arm is a checkpoint,
+            ``"random:CHECKPOINT"`` (same encoder, random weights), ``""``/None (the bundle's encoder, random
+            init) or a mapping with its own options (``config_file``, ``ratios``, bundle overrides such as
+            ``freeze_encoder``); see :func:`normalize_arms`. Default: random init only.
         config_files: extra config files merged after ``train.json`` (e.g. ``configs/tiny.json``); relative
             paths are looked up in the working directory, then in the bundle folder.
         overrides: more bundle overrides for every run, e.g. ``{"max_epochs": 50, "dataset_dir": "/data/busi"}``.
         metrics: metric keys to tabulate and plot (default: every number in ``metrics.json`` except ``n_*``).
-        resume: reuse a run whose ``eval/metrics.json`` exists instead of running it again.
+        resume: reuse a finished run (``eval/metrics.json`` and ``run.json`` with the same configs and
+            overrides) instead of running it again; an unfinished or changed run starts afresh.
         in_process: run the bundle workflows in this process (``ConfigWorkflow``) instead of subprocesses.
         runner: replace the bundle runs by ``runner(run, train_configs, evaluate_configs, overrides)``,
             which must write ``run.metrics_file`` (for tests and other schedulers).
@@ -330,31 +431,30 @@ def run_label_efficiency(
     bad = [r for r in ratios if not 0.0 < r <= 1.0]
     if bad:
         raise ValueError(f"label ratios must be in (0, 1], got {bad}")
-    inits = normalize_pretrained(pretrained)
-    extra = []
-    for c in config_files or ():
-        p = Path(c)
-        extra.append(str(p.resolve() if p.is_file() else (bundle_root / p).resolve()))
-        if not Path(extra[-1]).is_file():
-            raise FileNotFoundError(f"config file {c} not found (looked in the working directory and {bundle_root})")
-    train_cfgs = [str(bundle_root / "configs" / "train.json"), *extra]
-    eval_cfgs = [*train_cfgs, str(bundle_root / "configs" / "evaluate.json")]
+    arms = normalize_arms(pretrained)
+    train_base = [str(bundle_root / "configs" / "train.json"), *_resolve_configs(config_files, bundle_root)]
+    arm_configs = {name: _resolve_configs(arm.config_files, bundle_root) for name, arm in arms.items()}
     out = Path(output_dir).resolve()
     out.mkdir(parents=True, exist_ok=True)
 
     runs = [
-        LabelEfficiencyRun(name, path, r, s, out / name / f"r{r:g}_s{s}")
-        for name, path in inits.items() for r in ratios for s in seeds
+        LabelEfficiencyRun(name, arm.pretrained, r, s, out / name / f"r{r:g}_s{s}", arm.overrides)
+        for name, arm in arms.items() for r in (arm.ratios or ratios) for s in seeds
     ]
     rows: list[dict[str, Any]] = []
     for i, run in enumerate(runs, 1):
+        train_cfgs = [*train_base, *arm_configs[run.name]]
+        eval_cfgs = [*train_cfgs, str(bundle_root / "configs" / "evaluate.json")]
         run_overrides = {**dict(overrides or {}), **run.overrides}
-        if resume and run.metrics_file.is_file():
+        record = {"train_configs": train_cfgs, "evaluate_configs": eval_cfgs, "overrides": run_overrides}
+        if resume and _finished(run, record):
             logger.info("[%d/%d] %s: reusing %s", i, len(runs), run, run.metrics_file)
         else:
             start = time.time()
             logger.info("[%d/%d] %s: training and evaluating in %s", i, len(runs), run, run.run_dir)
-            run.metrics_file.unlink(missing_ok=True)
+            for stale in (run.record_file, run.metrics_file):
+                stale.unlink(missing_ok=True)
+            shutil.rmtree(run.run_dir / "models", ignore_errors=True)  # a fresh start, not an older run's checkpoints
             if runner is not None:
                 runner(run, train_cfgs, eval_cfgs, run_overrides)
             elif in_process:
@@ -363,14 +463,17 @@ def run_label_efficiency(
             else:
                 _run_subprocess(bundle_command(bundle_root, train_cfgs, run_overrides, "training"), run.run_dir / "train.log")
                 _run_subprocess(bundle_command(bundle_root, eval_cfgs, run_overrides, "run"), run.run_dir / "evaluate.log")
+            if not run.metrics_file.is_file():
+                raise RuntimeError(f"{run}: the evaluation wrote no {run.metrics_file}")
+            atomic_write_json({**record, "wall_s": round(time.time() - start, 1)}, run.record_file)
             logger.info("[%d/%d] %s: done in %.0f s", i, len(runs), run, time.time() - start)
-        if not run.metrics_file.is_file():
-            raise RuntimeError(f"{run}: the evaluation wrote no {run.metrics_file}")
         summary = json.loads(run.metrics_file.read_text(encoding="utf-8"))
-        rows.append({"name": run.name, "pretrained": run.checkpoint or "", "init": run.init, "label_ratio": run.label_ratio,
-                     "seed": run.seed, **_numeric(summary), "run_dir": str(run.run_dir)})
+        wall = json.loads(run.record_file.read_text(encoding="utf-8")).get("wall_s") if run.record_file.is_file() else None
+        rows.append({"name": run.name, "pretrained": run.checkpoint or "", "init": run.init,
+                     "config": ";".join(Path(c).name for c in arm_configs[run.name]), "label_ratio": run.label_ratio,
+                     "seed": run.seed, **_numeric(summary), "wall_s": wall, "run_dir": str(run.run_dir)})
 
-    found = [k for k in rows[0] if k not in ("name", "pretrained", "init", "label_ratio", "seed", "run_dir") and not k.startswith("n_")]
+    found = [k for k in rows[0] if k not in _ROW_KEYS and not k.startswith("n_")]
     chosen = list(metrics) if metrics else found
     missing = [m for m in chosen if all(m not in r for r in rows)]
     if missing or not chosen:
