@@ -223,6 +223,69 @@ class OpenUSCLI:
         )
         return {k: result[k] for k in ("csv", "summary_csv", "plot", "summary")}
 
+    def foundation_study(
+        self,
+        weights: str,
+        output_dir: str = "runs/foundation_study",
+        sources: str = "../runs/corpus/sources",
+        tasks: str | tuple = ("busi_seg", "busi_cls", "ddti_seg", "usgra_seg"),
+        arms: str | tuple = ("openus", "openus_frozen", "random", "baseline"),
+        ratios: float | tuple = 0.1,
+        seeds: int | tuple = (0, 1, 2),
+        max_epochs: int = 20,
+        image_size: int = 96,
+        batch_size: int = 8,
+        val_interval: int = 1,
+        ablation: str | None = None,
+        config_file: str | tuple | None = None,
+        overrides: dict | None = None,
+        resume: bool = True,
+    ) -> str:
+        """The foundation study: label-efficiency runs of every task and arm, resumable; tables per task and in all.
+
+        Runs each (task, arm, ratio, seed) as one bundle subprocess with one thread; writes per task
+        OUTPUT_DIR/TASK/label_efficiency.csv, label_efficiency.png and table.md (mean +- std over seeds, one row
+        per arm, one column per ratio, paired differences pretrained - random), and OUTPUT_DIR/results.md.
+
+        Args:
+            weights: the pretrained encoder file (e.g. weights/openus_us_small.pt).
+            output_dir: study folder; finished runs in it are reused (resume).
+            sources: prepared data sets, one folder per task's source (the corpus command's sources/).
+            tasks: of busi_seg, busi_cls, ddti_seg, usgra_seg.
+            arms: of openus (fine-tuned), openus_frozen, random (same encoder, random init), baseline
+                (BasicUNet / DenseNet121), ablation (needs --ablation).
+            ratios: label ratios, e.g. "[0.1,0.25,1.0]".
+            seeds: seeds, e.g. "[0,1,2]".
+            max_epochs: epochs of every run.
+            image_size: training image side in pixels.
+            batch_size: batch size of every run.
+            val_interval: validate every N epochs (the best validation checkpoint is tested).
+            ablation: a second encoder file (e.g. pretrained with random masking), run at label ratio 0.1.
+            config_file: extra config(s) for every bundle, e.g. configs/tiny.json (looked up in each bundle).
+            overrides: more bundle overrides for every run.
+            resume: reuse finished runs (same configs and overrides); False runs everything again.
+
+        Returns:
+            the combined Markdown (also written to OUTPUT_DIR/results.md).
+        """
+        import logging
+
+        from openus_monai.studies.foundation import run_foundation_study
+
+        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+
+        def as_list(v):
+            return [] if v is None else list(v) if isinstance(v, (list, tuple)) else [v]
+
+        result = run_foundation_study(
+            weights, output_dir, sources, tasks=as_list(tasks), arms=as_list(arms), ratios=as_list(ratios),
+            seeds=as_list(seeds), max_epochs=max_epochs, image_size=image_size, batch_size=batch_size,
+            val_interval=val_interval, ablation=ablation, config_files=as_list(config_file), overrides=overrides,
+            resume=resume,
+        )
+        with open(result["results"], encoding="utf-8") as f:
+            return f.read()
+
 
 def command_overview(cli: type = OpenUSCLI) -> str:
     """The top-level help: every command (spelled with hyphens, as the README does) with its first doc line."""
