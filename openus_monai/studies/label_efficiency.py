@@ -12,8 +12,9 @@ basicunet.json"}`` (another network), ``{"pretrained": FILE2, "ratios": [0.1]}``
 see :func:`normalize_arms`.
 
 Each run (one arm, ratio and seed) gets its own folder ``output_dir/NAME/r{ratio}_s{seed}`` with
-``models/``, ``eval/``, the logs and ``run.json`` (what defined it); by default each bundle run is a fresh
-``python -m monai.bundle run`` process, so a crash or memory growth in one run cannot affect the next.
+``models/``, ``eval/``, ``run.log`` and ``run.json`` (what defined it); by default each run (training, then
+evaluation) is a fresh Python process (:mod:`openus_monai.studies.bundle_run`), so a crash or memory growth in
+one run cannot affect the next.
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ __all__ = [
     "normalize_arms",
     "normalize_pretrained",
     "plot_label_efficiency",
+    "run_bundle_workflow",
     "run_label_efficiency",
     "summarize_runs",
 ]
@@ -229,31 +231,53 @@ def bundle_command(
     return cmd
 
 
-def _run_subprocess(cmd: list[str], log_file: Path) -> None:
-    log_file.parent.mkdir(parents=True, exist_ok=True)
-    with open(log_file, "w", encoding="utf-8") as log:
-        log.write("$ " + " ".join(cmd) + "\n")
-        log.flush()
-        proc = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, check=False)
-    if proc.returncode != 0:
-        tail = "".join(log_file.read_text(encoding="utf-8", errors="replace").splitlines(keepends=True)[-25:])
-        raise RuntimeError(f"bundle run failed (exit {proc.returncode}); log: {log_file}\n{tail}")
+def run_bundle_workflow(
+    bundle_root: str | os.PathLike, config_files: Sequence[str], overrides: Mapping[str, Any], logging_file: str | None = None
+) -> None:
+    """Run a bundle's configs in this process (``ConfigWorkflow``: initialize, run, finalize).
 
+    Overrides that are None are left out, as ``python -m monai.bundle run`` leaves them out: the config's
+    value stays (e.g. ``pretrained: None``, the bundle's own encoder).
 
-def _run_in_process(bundle_root: Path, config_files: Sequence[str], overrides: Mapping[str, Any], workflow_type: str) -> None:
+    Args:
+        bundle_root: the bundle folder (its ``configs/metadata.json``).
+        config_files: the config files, merged in order.
+        overrides: ``{id: value}`` overrides.
+        logging_file: a logging config to apply (the bundle's ``logging.conf``), or None.
+    """
     from monai.bundle import ConfigWorkflow
 
+    root = Path(bundle_root)
     workflow = ConfigWorkflow(
         config_file=[str(c) for c in config_files],
-        meta_file=str(bundle_root / "configs" / "metadata.json"),
-        workflow_type=workflow_type,
-        **{"bundle_root": str(bundle_root), **overrides},
+        meta_file=str(root / "configs" / "metadata.json"),
+        logging_file=logging_file,
+        workflow_type="train",
+        **{"bundle_root": str(root), **{k: v for k, v in overrides.items() if v is not None}},
     )
     workflow.initialize()
     try:
         workflow.run()
     finally:
         workflow.finalize()
+
+
+def _run_separately(bundle_root: Path, steps: Sequence[Sequence[str]], overrides: Mapping[str, Any], run_dir: Path) -> None:
+    """Train and evaluate in one fresh Python process (:mod:`openus_monai.studies.bundle_run`), logging to
+    ``run_dir/run.log``; the log starts with the equivalent ``python -m monai.bundle run`` commands."""
+    spec = run_dir / "bundle_run.json"
+    atomic_write_json({"bundle_root": str(bundle_root), "steps": [{"config_files": list(c)} for c in steps],
+                       "overrides": dict(overrides)}, spec)
+    log_file = run_dir / "run.log"
+    with open(log_file, "w", encoding="utf-8") as log:
+        for configs, run_id in zip(steps, ("training", "run")):
+            log.write("# equivalent: " + " ".join(bundle_command(bundle_root, configs, overrides, run_id)) + "\n")
+        log.flush()
+        proc = subprocess.run([sys.executable, "-m", "openus_monai.studies.bundle_run", str(spec)], stdout=log,
+                              stderr=subprocess.STDOUT, check=False)
+    if proc.returncode != 0:
+        tail = "".join(log_file.read_text(encoding="utf-8", errors="replace").splitlines(keepends=True)[-25:])
+        raise RuntimeError(f"bundle run failed (exit {proc.returncode}); log: {log_file}\n{tail}")
 
 
 def _numeric(summary: Mapping[str, Any]) -> dict[str, float]:
@@ -458,11 +482,10 @@ def run_label_efficiency(
             if runner is not None:
                 runner(run, train_cfgs, eval_cfgs, run_overrides)
             elif in_process:
-                _run_in_process(bundle_root, train_cfgs, run_overrides, "train")
-                _run_in_process(bundle_root, eval_cfgs, run_overrides, "train")
+                run_bundle_workflow(bundle_root, train_cfgs, run_overrides)
+                run_bundle_workflow(bundle_root, eval_cfgs, run_overrides)
             else:
-                _run_subprocess(bundle_command(bundle_root, train_cfgs, run_overrides, "training"), run.run_dir / "train.log")
-                _run_subprocess(bundle_command(bundle_root, eval_cfgs, run_overrides, "run"), run.run_dir / "evaluate.log")
+                _run_separately(bundle_root, [train_cfgs, eval_cfgs], run_overrides, run.run_dir)
             if not run.metrics_file.is_file():
                 raise RuntimeError(f"{run}: the evaluation wrote no {run.metrics_file}")
             atomic_write_json({**record, "wall_s": round(time.time() - start, 1)}, run.record_file)
