@@ -283,9 +283,11 @@ def run_foundation_study(
             config_files=list(extra), overrides=common, metrics=[task.metric], resume=resume, runner=runner,
         )
         table = markdown_table(result["rows"], task.metric)
-        walls = [float(r["wall_s"]) for r in result["rows"] if r.get("wall_s") is not None]
-        settings = (f"{max_epochs} epochs, {image_size} px, batch {batch_size}, seeds {list(seeds)}; "
-                    f"{len(result['rows'])} runs, {sum(walls) / 60:.1f} min in all ({max(walls, default=0):.0f} s the longest)")
+        settings = f"{max_epochs} epochs, {image_size} px, batch {batch_size}, seeds {list(seeds)}; {len(result['rows'])} runs"
+        for key, what in (("wall_s", "wall"), ("cpu_s", "CPU")):
+            times = [float(r[key]) for r in result["rows"] if r.get(key) is not None]
+            if times:
+                settings += f", {sum(times) / 60:.1f} min {what} ({max(times):.0f} s the longest)"
         section = (f"### {name}: {task.title or task.bundle}\n\n{settings}. Test list: `{data / 'datalist.json'}` `test`.\n\n"
                    f"{table}\n\n![{name}]({name}/label_efficiency.png)\n")
         _write_text(out / name / "table.md", section)

@@ -24,6 +24,7 @@ import json
 import logging
 import math
 import os
+import resource
 import shutil
 import subprocess
 import sys
@@ -262,9 +263,13 @@ def run_bundle_workflow(
         workflow.finalize()
 
 
-def _run_separately(bundle_root: Path, steps: Sequence[Sequence[str]], overrides: Mapping[str, Any], run_dir: Path) -> None:
+def _run_separately(bundle_root: Path, steps: Sequence[Sequence[str]], overrides: Mapping[str, Any], run_dir: Path) -> float:
     """Train and evaluate in one fresh Python process (:mod:`openus_monai.studies.bundle_run`), logging to
-    ``run_dir/run.log``; the log starts with the equivalent ``python -m monai.bundle run`` commands."""
+    ``run_dir/run.log``; the log starts with the equivalent ``python -m monai.bundle run`` commands.
+
+    Returns:
+        the process's CPU seconds (user + system): its wall time on a core of its own, on a shared machine.
+    """
     spec = run_dir / "bundle_run.json"
     atomic_write_json({"bundle_root": str(bundle_root), "steps": [{"config_files": list(c)} for c in steps],
                        "overrides": dict(overrides)}, spec)
@@ -273,11 +278,15 @@ def _run_separately(bundle_root: Path, steps: Sequence[Sequence[str]], overrides
         for configs, run_id in zip(steps, ("training", "run")):
             log.write("# equivalent: " + " ".join(bundle_command(bundle_root, configs, overrides, run_id)) + "\n")
         log.flush()
+        before = resource.getrusage(resource.RUSAGE_CHILDREN)
         proc = subprocess.run([sys.executable, "-m", "openus_monai.studies.bundle_run", str(spec)], stdout=log,
                               stderr=subprocess.STDOUT, check=False)
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu_s = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
     if proc.returncode != 0:
         tail = "".join(log_file.read_text(encoding="utf-8", errors="replace").splitlines(keepends=True)[-25:])
         raise RuntimeError(f"bundle run failed (exit {proc.returncode}); log: {log_file}\n{tail}")
+    return cpu_s
 
 
 def _numeric(summary: Mapping[str, Any]) -> dict[str, float]:
@@ -363,7 +372,7 @@ def _write_csv(path: Path, rows: Sequence[Mapping[str, Any]]) -> None:
 
 
 #: the columns of a study row that are not metrics
-_ROW_KEYS = ("name", "pretrained", "init", "config", "label_ratio", "seed", "wall_s", "run_dir")
+_ROW_KEYS = ("name", "pretrained", "init", "config", "label_ratio", "seed", "wall_s", "cpu_s", "run_dir")
 
 
 def _resolve_configs(config_files: Sequence[str | os.PathLike], bundle_root: Path) -> list[str]:
@@ -410,7 +419,8 @@ def run_label_efficiency(
     Per run: ``train.json`` (+ ``config_files`` + the arm's config files) with ``run training``, then the same
     plus ``evaluate.json`` with ``run``; ``overrides``, then the arm's overrides, then ``label_ratio``,
     ``seed``, ``pretrained``, ``init``, ``ckpt_dir`` and ``output_dir`` are given to both. The run's
-    ``eval/metrics.json`` becomes a row of the table (with the run's wall time).
+    ``eval/metrics.json`` becomes a row of the table (with the run's wall time and, run in a subprocess, its CPU
+    time: on a shared machine, the better measure of what the run costs on a core of its own).
 
     Args:
         bundle: bundle folder (or a bundle name found by ``resolve_bundle_root``, e.g. ``"openus_seg"``).
@@ -479,22 +489,25 @@ def run_label_efficiency(
             for stale in (run.record_file, run.metrics_file):
                 stale.unlink(missing_ok=True)
             shutil.rmtree(run.run_dir / "models", ignore_errors=True)  # a fresh start, not an older run's checkpoints
+            cpu_s = None
             if runner is not None:
                 runner(run, train_cfgs, eval_cfgs, run_overrides)
             elif in_process:
                 run_bundle_workflow(bundle_root, train_cfgs, run_overrides)
                 run_bundle_workflow(bundle_root, eval_cfgs, run_overrides)
             else:
-                _run_separately(bundle_root, [train_cfgs, eval_cfgs], run_overrides, run.run_dir)
+                cpu_s = _run_separately(bundle_root, [train_cfgs, eval_cfgs], run_overrides, run.run_dir)
             if not run.metrics_file.is_file():
                 raise RuntimeError(f"{run}: the evaluation wrote no {run.metrics_file}")
-            atomic_write_json({**record, "wall_s": round(time.time() - start, 1)}, run.record_file)
+            timing = {"wall_s": round(time.time() - start, 1), "cpu_s": None if cpu_s is None else round(cpu_s, 1)}
+            atomic_write_json({**record, **timing}, run.record_file)
             logger.info("[%d/%d] %s: done in %.0f s", i, len(runs), run, time.time() - start)
         summary = json.loads(run.metrics_file.read_text(encoding="utf-8"))
-        wall = json.loads(run.record_file.read_text(encoding="utf-8")).get("wall_s") if run.record_file.is_file() else None
+        done = json.loads(run.record_file.read_text(encoding="utf-8")) if run.record_file.is_file() else {}
         rows.append({"name": run.name, "pretrained": run.checkpoint or "", "init": run.init,
                      "config": ";".join(Path(c).name for c in arm_configs[run.name]), "label_ratio": run.label_ratio,
-                     "seed": run.seed, **_numeric(summary), "wall_s": wall, "run_dir": str(run.run_dir)})
+                     "seed": run.seed, **_numeric(summary), "wall_s": done.get("wall_s"), "cpu_s": done.get("cpu_s"),
+                     "run_dir": str(run.run_dir)})
 
     found = [k for k in rows[0] if k not in _ROW_KEYS and not k.startswith("n_")]
     chosen = list(metrics) if metrics else found
