@@ -321,8 +321,9 @@ def summarize_runs(rows: Sequence[Mapping[str, Any]], metrics: Sequence[str]) ->
 def plot_label_efficiency(
     rows: Sequence[Mapping[str, Any]], metrics: Sequence[str], path: str | os.PathLike, title: str = "Label efficiency"
 ) -> Path:
-    """One panel per metric: mean over seeds vs label ratio per initialisation, a band of +- one standard
-    deviation and the single runs as dots (the picture of OpenUS Fig. 5). Written with matplotlib's Agg backend.
+    """One panel per metric: mean over seeds vs label ratio per arm, +- one standard deviation (error bars, and a
+    band over several ratios) and the single runs as dots (the picture of OpenUS Fig. 5). Written with
+    matplotlib's Agg backend.
     """
     import matplotlib
 
@@ -343,15 +344,16 @@ def plot_label_efficiency(
             x = [s["label_ratio"] for s in pts]
             mean = [s[f"{m}_mean"] for s in pts]
             std = [s[f"{m}_std"] for s in pts]
-            ax.plot(x, mean, "-o", color=colour, label=name)
-            ax.fill_between(x, [a - b for a, b in zip(mean, std)], [a + b for a, b in zip(mean, std)], color=colour, alpha=0.2)
+            ax.errorbar(x, mean, yerr=std, fmt="-o", color=colour, capsize=3, label=name)
+            if len(x) > 1:
+                ax.fill_between(x, [a - b for a, b in zip(mean, std)], [a + b for a, b in zip(mean, std)], color=colour, alpha=0.2)
             single = [(r["label_ratio"], r[m]) for r in rows if r["name"] == name and r.get(m) is not None]
             if single:
                 ax.scatter(*zip(*single), s=10, color=colour, alpha=0.5)
         ax.set_xlabel("label ratio")
         ax.set_ylabel(m)
         ax.grid(alpha=0.3)
-    axes[0][0].legend(title="encoder init")
+    axes[0][0].legend(title="arm", fontsize="small")
     fig.suptitle(title)
     fig.tight_layout()
     path = Path(path)
