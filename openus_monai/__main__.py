@@ -232,10 +232,10 @@ class OpenUSCLI:
         arms: str | tuple = ("openus", "openus_frozen", "random", "baseline"),
         ratios: float | tuple = 0.1,
         seeds: int | tuple = (0, 1, 2),
-        max_epochs: int = 20,
+        max_epochs: int = 15,
         image_size: int = 96,
         batch_size: int = 8,
-        val_interval: int = 1,
+        val_interval: int = 5,
         ablation: str | None = None,
         config_file: str | tuple | None = None,
         overrides: dict | None = None,
@@ -259,7 +259,7 @@ class OpenUSCLI:
             max_epochs: epochs of every run.
             image_size: training image side in pixels.
             batch_size: batch size of every run.
-            val_interval: validate every N epochs (the best validation checkpoint is tested).
+            val_interval: validate every N epochs (the best validation checkpoint is tested); a divisor of max_epochs.
             ablation: a second encoder file (e.g. pretrained with random masking), run at label ratio 0.1.
             config_file: extra config(s) for every bundle, e.g. configs/tiny.json (looked up in each bundle).
             overrides: more bundle overrides for every run.

@@ -70,17 +70,20 @@ class StudyTask:
 
 
 _SEG_BASELINE = "configs/baselines/basicunet.json"
+#: segmentation: AdamW at 1e-3 for every arm (the bundle's 1e-4 is for long schedules; a study run is ~100 steps),
+#: as ``benchmarks/bench_seg_busi.py``; no predicted masks written at evaluation
+_SEG = {"learning_rate": 1e-3, "save_masks": False}
 _CLS_BASELINE = "configs/baselines/densenet121.json"
 
 #: the study's tasks; ``source`` is a folder of the ``corpus`` command's ``sources/`` (``prepare`` output)
 TASKS: dict[str, StudyTask] = {
-    "busi_seg": StudyTask("openus_seg", "busi", "dice", _SEG_BASELINE, {"num_classes": 2},
+    "busi_seg": StudyTask("openus_seg", "busi", "dice", _SEG_BASELINE, {**_SEG, "num_classes": 2},
                           "BUSI breast lesion segmentation (test Dice of the lesion)"),
     "busi_cls": StudyTask("openus_cls", "busi", "accuracy", _CLS_BASELINE, {},
                           "BUSI classification, benign / malignant / normal (test accuracy)"),
-    "ddti_seg": StudyTask("openus_seg", "ddti", "dice", _SEG_BASELINE, {"num_classes": 2},
+    "ddti_seg": StudyTask("openus_seg", "ddti", "dice", _SEG_BASELINE, {**_SEG, "num_classes": 2},
                           "DDTI thyroid nodule segmentation (test Dice of the nodule)"),
-    "usgra_seg": StudyTask("openus_seg", "usgra-seg", "dice", _SEG_BASELINE, {"num_classes": 3},
+    "usgra_seg": StudyTask("openus_seg", "usgra-seg", "dice", _SEG_BASELINE, {**_SEG, "num_classes": 3},
                            "USGRA-seg nerve and vessel segmentation, 3 classes (test Dice, mean of the 2 foreground classes)"),
 }
 
@@ -220,10 +223,10 @@ def run_foundation_study(
     arms: Sequence[str] = ARMS[:4],
     ratios: Sequence[float] = (0.1,),
     seeds: Sequence[int] = (0, 1, 2),
-    max_epochs: int = 20,
+    max_epochs: int = 15,
     image_size: int = 96,
     batch_size: int = 8,
-    val_interval: int = 1,
+    val_interval: int = 5,
     ablation: str | os.PathLike | None = None,
     ablation_ratios: Sequence[float] = (0.1,),
     config_files: Mapping[str, Sequence[str]] | Sequence[str] = (),
@@ -245,7 +248,8 @@ def run_foundation_study(
         max_epochs: epochs of every run.
         image_size: side of the square training images.
         batch_size: batch size of every run.
-        val_interval: validate every N epochs (the best validation checkpoint is the one tested).
+        val_interval: validate every N epochs (the best validation checkpoint is the one tested; make
+            ``max_epochs`` a multiple of it, so that the last epoch is validated).
         ablation: a second encoder file, run as the ``ablation`` arm at ``ablation_ratios``.
         ablation_ratios: label ratios of the ablation arm.
         config_files: extra config files for every bundle (e.g. ``["configs/tiny.json"]``), or per bundle name.
