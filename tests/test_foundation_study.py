@@ -167,3 +167,23 @@ def test_frozen_and_baseline_arms_train_through_the_bundle(tmp_path):
     unet = torch.load(Path(rows["basicunet"]["run_dir"]) / "models" / "model.pt", weights_only=True)
     assert unet["network_config"]["_target_"] == "monai.networks.nets.BasicUNet"
     assert rows["basicunet"]["config"] == "basicunet.json" and 0.0 <= rows["basicunet"]["dice"] <= 1.0
+
+
+def test_prepared_datalist_keeps_its_test_list(tmp_path):
+    """A ``prepare`` datalist: the test images are exactly its ``test`` list (held out of pretraining), the label
+    subset comes from its ``training`` list, its ``validation`` list stays whole."""
+    from openus_monai.data import build_datalist
+
+    def entries(split, n):
+        return [{"image": f"cache/{split}_{i}.png", "mask": f"cache/{split}_{i}_mask.png", "label": "ab"[i % 2]} for i in range(n)]
+
+    lists = {"training": entries("tr", 20), "validation": entries("va", 5), "test": entries("te", 7)}
+    (tmp_path / "datalist.json").write_text(json.dumps({"pretraining": [{"image": e["image"]} for e in lists["training"]], **lists}))
+    for task in ("segmentation", "classification"):
+        dl = build_datalist(tmp_path, task, label_ratio=0.25, seed=1, check_exists=False)
+        assert [e["image"] for e in dl["test"]] == [str(tmp_path / e["image"]) for e in lists["test"]]
+        assert [e["image"] for e in dl["validation"]] == [str(tmp_path / e["image"]) for e in lists["validation"]]
+        # a quarter of each class's 10 entries, rounded up (the subset is class-stratified)
+        assert len(dl["training"]) == 6 and {e["image"] for e in dl["training"]} <= {str(tmp_path / e["image"]) for e in lists["training"]}
+        key = "mask" if task == "segmentation" else "label"
+        assert dl["test"][0]["label"] == (str(tmp_path / lists["test"][0][key]) if key == "mask" else lists["test"][0][key])
