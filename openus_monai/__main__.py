@@ -195,12 +195,14 @@ class OpenUSCLI:
             output_dir: study folder.
             ratios: label ratios, e.g. "[0.2,0.6,1.0]".
             seeds: seeds, e.g. "[0,1,2]".
-            pretrained: encoder inits: a checkpoint, a list, or "{'openus': 'enc.pt', 'control': 'random:enc.pt', 'unet': ''}";
-                "random:FILE" = FILE's encoder with random weights; "" (default) = the bundle's encoder, random.
+            pretrained: the arms: a checkpoint, a list, or "{'openus': 'enc.pt', 'control': 'random:enc.pt', 'unet': ''}";
+                "random:FILE" = FILE's encoder with random weights; "" (default) = the bundle's encoder, random;
+                an arm with options: "{'frozen': {'pretrained': 'enc.pt', 'freeze_encoder': True}, 'basicunet':
+                {'config_file': 'configs/baselines/basicunet.json'}, 'ablation': {'pretrained': 'b.pt', 'ratios': [0.1]}}".
             config_file: extra config(s) merged after train.json, e.g. configs/tiny.json.
             overrides: bundle overrides for every run, e.g. "{'max_epochs': 50, 'dataset_dir': '/data/busi'}".
             metrics: metric keys to plot (default: all numbers in metrics.json but n_*).
-            resume: reuse runs that already have eval/metrics.json.
+            resume: reuse finished runs (eval/metrics.json, and run.json with the same configs and overrides).
             in_process: run the bundle in this process instead of one subprocess per run.
 
         Returns:

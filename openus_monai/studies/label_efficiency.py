@@ -130,10 +130,6 @@ class LabelEfficiencyRun:
         return f"LabelEfficiencyRun({self.name!r}, ratio={self.label_ratio}, seed={self.seed})"
 
 
-#: keys of an arm mapping that are not bundle overrides
-_ARM_KEYS = ("pretrained", "init", "config_file", "ratios", "overrides")
-
-
 def normalize_arms(arms: str | Sequence[Any] | Mapping[str, Any] | None) -> dict[str, StudyArm]:
     """``{name: StudyArm}`` from a mapping ``{name: arm}``, a list of arms or one arm.
 
