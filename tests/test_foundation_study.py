@@ -187,3 +187,12 @@ def test_prepared_datalist_keeps_its_test_list(tmp_path):
         assert len(dl["training"]) == 6 and {e["image"] for e in dl["training"]} <= {str(tmp_path / e["image"]) for e in lists["training"]}
         key = "mask" if task == "segmentation" else "label"
         assert dl["test"][0]["label"] == (str(tmp_path / lists["test"][0][key]) if key == "mask" else lists["test"][0][key])
+
+
+def test_cli_command_registered():
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-m", "openus_monai", "foundation-study", "--help"], cwd=REPO, capture_output=True,
+                         text=True, env={"PAGER": "cat", "PATH": "/usr/bin:/bin", "PYTHONPATH": str(REPO)})
+    assert out.returncode == 0 and "--ablation" in out.stdout + out.stderr and "--val_interval" in out.stdout + out.stderr
