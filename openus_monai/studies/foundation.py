@@ -285,6 +285,7 @@ def run_foundation_study(
             task.bundle, out / name, ratios=list(ratios), seeds=list(seeds),
             pretrained=study_arms(task, weights, arms, ablation, ablation_ratios),
             config_files=list(extra), overrides=common, metrics=[task.metric], resume=resume, runner=runner,
+            title=f"{name}: {max_epochs} epochs, {image_size} px",
         )
         table = markdown_table(result["rows"], task.metric)
         settings = f"{max_epochs} epochs, {image_size} px, batch {batch_size}, seeds {list(seeds)}; {len(result['rows'])} runs"

@@ -327,7 +327,7 @@ def plot_label_efficiency(
     import matplotlib.pyplot as plt
 
     summary = summarize_runs(rows, metrics)
-    names = sorted({r["name"] for r in rows})
+    names = list(dict.fromkeys(r["name"] for r in rows))  # the arms in study order
     ncols = min(3, len(metrics))
     nrows = math.ceil(len(metrics) / ncols)
     fig, axes = plt.subplots(nrows, ncols, figsize=(4.2 * ncols, 3.4 * nrows), squeeze=False)
@@ -410,6 +410,7 @@ def run_label_efficiency(
     metrics: Sequence[str] | None = None,
     resume: bool = False,
     in_process: bool = False,
+    title: str | None = None,
     runner: Callable[[LabelEfficiencyRun, list[str], list[str], Mapping[str, Any]], None] | None = None,
 ) -> dict[str, Any]:
     """Train and evaluate ``bundle`` for every (arm, label ratio, seed); write a CSV and a plot.
@@ -437,6 +438,7 @@ def run_label_efficiency(
         resume: reuse a finished run (``eval/metrics.json`` and ``run.json`` with the same configs and
             overrides) instead of running it again; an unfinished or changed run starts afresh.
         in_process: run the bundle workflows in this process (``ConfigWorkflow``) instead of subprocesses.
+        title: the plot's title (default: "Label efficiency: BUNDLE").
         runner: replace the bundle runs by ``runner(run, train_configs, evaluate_configs, overrides)``,
             which must write ``run.metrics_file`` (for tests and other schedulers).
 
@@ -516,7 +518,7 @@ def run_label_efficiency(
     csv_path, summary_path = out / "label_efficiency.csv", out / "label_efficiency_summary.csv"
     _write_csv(csv_path, rows)
     _write_csv(summary_path, summary_rows)
-    plot = plot_label_efficiency(rows, chosen, out / "label_efficiency.png", title=f"Label efficiency: {bundle_root.name}")
+    plot = plot_label_efficiency(rows, chosen, out / "label_efficiency.png", title=title or f"Label efficiency: {bundle_root.name}")
     logger.info("label-efficiency table %s, summary %s, plot %s", csv_path, summary_path, plot)
     return {"csv": str(csv_path), "summary_csv": str(summary_path), "plot": str(plot), "rows": rows,
             "summary": summary_rows, "metrics": chosen}
