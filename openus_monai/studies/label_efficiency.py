@@ -318,8 +318,8 @@ def plot_label_efficiency(
     rows: Sequence[Mapping[str, Any]], metrics: Sequence[str], path: str | os.PathLike, title: str = "Label efficiency"
 ) -> Path:
     """One panel per metric: mean over seeds vs label ratio per arm, +- one standard deviation (error bars, and a
-    band over several ratios) and the single runs as dots (the picture of OpenUS Fig. 5). Written with
-    matplotlib's Agg backend.
+    band over several ratios) and the single runs as dots (the picture of OpenUS Fig. 5); the arms are drawn
+    side by side (0.01 apart) at each ratio. Written with matplotlib's Agg backend.
     """
     import matplotlib
 
@@ -336,14 +336,15 @@ def plot_label_efficiency(
     for ax, m in zip(axes.flat, metrics):
         for i, name in enumerate(names):
             colour = f"C{i}"
+            dodge = (i - (len(names) - 1) / 2) * 0.01  # arms side by side at each ratio, not on top of each other
             pts = [s for s in summary if s["name"] == name]
-            x = [s["label_ratio"] for s in pts]
+            x = [s["label_ratio"] + dodge for s in pts]
             mean = [s[f"{m}_mean"] for s in pts]
             std = [s[f"{m}_std"] for s in pts]
             ax.errorbar(x, mean, yerr=std, fmt="-o", color=colour, capsize=3, label=name)
             if len(x) > 1:
                 ax.fill_between(x, [a - b for a, b in zip(mean, std)], [a + b for a, b in zip(mean, std)], color=colour, alpha=0.2)
-            single = [(r["label_ratio"], r[m]) for r in rows if r["name"] == name and r.get(m) is not None]
+            single = [(r["label_ratio"] + dodge, r[m]) for r in rows if r["name"] == name and r.get(m) is not None]
             if single:
                 ax.scatter(*zip(*single), s=10, color=colour, alpha=0.5)
         ax.set_xlabel("label ratio")
