@@ -20,6 +20,7 @@ one run cannot affect the next.
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
 import logging
 import math
@@ -389,8 +390,13 @@ def _resolve_configs(config_files: Sequence[str | os.PathLike], bundle_root: Pat
     return found
 
 
+def _sha256(path: str | os.PathLike) -> str:
+    with open(path, "rb") as f:
+        return hashlib.file_digest(f, "sha256").hexdigest()
+
+
 def _finished(run: LabelEfficiencyRun, record: Mapping[str, Any]) -> bool:
-    """Whether ``run`` finished with exactly these configs and overrides (its ``run.json`` says so)."""
+    """Whether ``run`` finished with exactly these configs, overrides and checkpoint (its ``run.json`` says so)."""
     if not (run.metrics_file.is_file() and run.record_file.is_file()):
         return False
     done = json.loads(run.record_file.read_text(encoding="utf-8"))
@@ -436,8 +442,8 @@ def run_label_efficiency(
             paths are looked up in the working directory, then in the bundle folder.
         overrides: more bundle overrides for every run, e.g. ``{"max_epochs": 50, "dataset_dir": "/data/busi"}``.
         metrics: metric keys to tabulate and plot (default: every number in ``metrics.json`` except ``n_*``).
-        resume: reuse a finished run (``eval/metrics.json`` and ``run.json`` with the same configs and
-            overrides) instead of running it again; an unfinished or changed run starts afresh.
+        resume: reuse a finished run (``eval/metrics.json`` and ``run.json`` with the same configs, overrides
+            and checkpoint contents) instead of running it again; an unfinished or changed run starts afresh.
         in_process: run the bundle workflows in this process (``ConfigWorkflow``) instead of subprocesses.
         title: the plot's title (default: "Label efficiency: BUNDLE").
         runner: replace the bundle runs by ``runner(run, train_configs, evaluate_configs, overrides)``,
@@ -469,6 +475,8 @@ def run_label_efficiency(
     arms = normalize_arms(pretrained)
     train_base = [str(bundle_root / "configs" / "train.json"), *_resolve_configs(config_files, bundle_root)]
     arm_configs = {name: _resolve_configs(arm.config_files, bundle_root) for name, arm in arms.items()}
+    # a checkpoint rewritten under the same name (a later export) is another run: resume compares contents
+    digests = {f: _sha256(f) for f in {a.pretrained.removeprefix(RANDOM_PREFIX) for a in arms.values() if a.pretrained}}
     out = Path(output_dir).resolve()
     out.mkdir(parents=True, exist_ok=True)
 
@@ -481,7 +489,8 @@ def run_label_efficiency(
         train_cfgs = [*train_base, *arm_configs[run.name]]
         eval_cfgs = [*train_cfgs, str(bundle_root / "configs" / "evaluate.json")]
         run_overrides = {**dict(overrides or {}), **run.overrides}
-        record = {"train_configs": train_cfgs, "evaluate_configs": eval_cfgs, "overrides": run_overrides}
+        record = {"train_configs": train_cfgs, "evaluate_configs": eval_cfgs, "overrides": run_overrides,
+                  "pretrained_sha256": digests.get(run.checkpoint)}
         if resume and _finished(run, record):
             logger.info("[%d/%d] %s: reusing %s", i, len(runs), run, run.metrics_file)
         else:
