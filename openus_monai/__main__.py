@@ -13,6 +13,11 @@ import fire
 from openus_monai.options import as_flag, as_names
 
 
+def _as_list(value) -> list:
+    """A command-line value as a list: None -> [], a list or tuple as is, anything else as one item."""
+    return [] if value is None else list(value) if isinstance(value, (list, tuple)) else [value]
+
+
 class OpenUSCLI:
     """OpenUS-MONAI commands."""
 
@@ -200,12 +205,14 @@ class OpenUSCLI:
             output_dir: study folder.
             ratios: label ratios, e.g. "[0.2,0.6,1.0]".
             seeds: seeds, e.g. "[0,1,2]".
-            pretrained: encoder inits: a checkpoint, a list, or "{'openus': 'enc.pt', 'control': 'random:enc.pt', 'unet': ''}";
-                "random:FILE" = FILE's encoder with random weights; "" (default) = the bundle's encoder, random.
+            pretrained: the arms: a checkpoint, a list, or "{'openus': 'enc.pt', 'control': 'random:enc.pt', 'unet': ''}";
+                "random:FILE" = FILE's encoder with random weights; "" (default) = the bundle's encoder, random;
+                an arm with options: "{'frozen': {'pretrained': 'enc.pt', 'freeze_encoder': True}, 'basicunet':
+                {'config_file': 'configs/baselines/basicunet.json'}, 'ablation': {'pretrained': 'b.pt', 'ratios': [0.1]}}".
             config_file: extra config(s) merged after train.json, e.g. configs/tiny.json.
             overrides: bundle overrides for every run, e.g. "{'max_epochs': 50, 'dataset_dir': '/data/busi'}".
             metrics: metric keys to plot (default: all numbers in metrics.json but n_*).
-            resume: reuse runs that already have eval/metrics.json.
+            resume: reuse finished runs (eval/metrics.json, and run.json with the same configs and overrides).
             in_process: run the bundle in this process instead of one subprocess per run.
 
         Returns:
@@ -217,14 +224,11 @@ class OpenUSCLI:
 
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
 
-        def as_list(v):
-            return None if v is None else list(v) if isinstance(v, (list, tuple)) else [v]
-
         result = run_label_efficiency(
-            bundle, output_dir, ratios=as_list(ratios), seeds=as_list(seeds),
-            pretrained=pretrained if isinstance(pretrained, dict) else as_list(pretrained),
-            config_files=as_list(config_file) or (), overrides=overrides,
-            metrics=as_list(metrics), resume=as_flag(resume, "--resume"), in_process=as_flag(in_process, "--in_process"),
+            bundle, output_dir, ratios=_as_list(ratios), seeds=_as_list(seeds),
+            pretrained=pretrained if isinstance(pretrained, dict) else _as_list(pretrained) or None,
+            config_files=_as_list(config_file) or (), overrides=overrides,
+            metrics=_as_list(metrics) or None, resume=as_flag(resume, "--resume"), in_process=as_flag(in_process, "--in_process"),
         )
         return {k: result[k] for k in ("csv", "summary_csv", "plot", "summary")}
 
@@ -274,19 +278,76 @@ class OpenUSCLI:
 
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
 
-        def as_list(v):
-            return [] if v is None else list(v) if isinstance(v, (list, tuple)) else [v]
-
         result = run_compare_recipes(
-            output_dir, dataset_dir=dataset_dir, recipes=recipes if isinstance(recipes, dict) else as_list(recipes),
-            pretrain_configs=as_list(pretrain_config), pretrain_overrides=pretrain_overrides,
-            tasks=tasks if isinstance(tasks, dict) else as_list(tasks), ratios=as_list(ratios), seeds=as_list(seeds),
-            downstream_configs=as_list(config_file), downstream_overrides=overrides, random_controls=random_controls,
-            resume=resume, in_process=in_process,
+            output_dir, dataset_dir=dataset_dir, recipes=recipes if isinstance(recipes, dict) else _as_list(recipes),
+            pretrain_configs=_as_list(pretrain_config), pretrain_overrides=pretrain_overrides,
+            tasks=tasks if isinstance(tasks, dict) else _as_list(tasks), ratios=_as_list(ratios), seeds=_as_list(seeds),
+            downstream_configs=_as_list(config_file), downstream_overrides=overrides, random_controls=random_controls,
+            resume=as_flag(resume, "--resume"), in_process=as_flag(in_process, "--in_process"),
         )
         files = "\n".join(f"wrote {result[k]}" for k in ("csv", "markdown", "runs_csv", "plot", "pretraining_csv"))
         with open(result["markdown"], encoding="utf-8") as f:
             return f.read() + files
+
+    def foundation_study(
+        self,
+        weights: str,
+        output_dir: str = "runs/foundation_study",
+        sources: str = "../runs/corpus/sources",
+        tasks: str | tuple = ("busi_seg", "busi_cls", "ddti_seg", "usgra_seg"),
+        arms: str | tuple = ("openus", "openus_frozen", "random", "baseline"),
+        ratios: float | tuple = 0.1,
+        seeds: int | tuple = (0, 1, 2),
+        max_epochs: int = 12,
+        image_size: int = 96,
+        batch_size: int = 8,
+        val_interval: int = 4,
+        ablation: str | None = None,
+        config_file: str | tuple | None = None,
+        overrides: dict | None = None,
+        resume: bool = True,
+    ) -> str:
+        """The foundation study: label-efficiency runs of every task and arm, resumable; tables per task and in all.
+
+        Runs each (task, arm, ratio, seed) as one bundle subprocess with one thread; writes per task
+        OUTPUT_DIR/TASK/label_efficiency.csv, label_efficiency.png and table.md (mean +- std over seeds, one row
+        per arm, one column per ratio, paired differences pretrained - random), and OUTPUT_DIR/results.md.
+
+        Args:
+            weights: the pretrained encoder file (e.g. weights/openus_us_small.pt).
+            output_dir: study folder; finished runs in it are reused (resume).
+            sources: prepared data sets, one folder per task's source (the corpus command's sources/).
+            tasks: of busi_seg, busi_cls, ddti_seg, usgra_seg.
+            arms: of openus (fine-tuned), openus_frozen, random (same encoder, random init), baseline
+                (BasicUNet / DenseNet121), ablation (needs --ablation).
+            ratios: label ratios, e.g. "[0.1,0.25,1.0]".
+            seeds: seeds, e.g. "[0,1,2]".
+            max_epochs: epochs of every run.
+            image_size: training image side in pixels.
+            batch_size: batch size of every run.
+            val_interval: validate every N epochs (the best validation checkpoint is tested); a divisor of max_epochs.
+            ablation: a second encoder file (e.g. pretrained with random masking), run at label ratio 0.1.
+            config_file: extra config(s) for every bundle, e.g. configs/tiny.json (looked up in each bundle).
+            overrides: more bundle overrides for every run.
+            resume: reuse finished runs (same configs and overrides); False runs everything again.
+
+        Returns:
+            the combined Markdown (also written to OUTPUT_DIR/results.md).
+        """
+        import logging
+
+        from openus_monai.studies.foundation import run_foundation_study
+
+        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+
+        result = run_foundation_study(
+            weights, output_dir, sources, tasks=_as_list(tasks), arms=_as_list(arms), ratios=_as_list(ratios),
+            seeds=_as_list(seeds), max_epochs=max_epochs, image_size=image_size, batch_size=batch_size,
+            val_interval=val_interval, ablation=ablation, config_files=_as_list(config_file), overrides=overrides,
+            resume=as_flag(resume, "--resume"),
+        )
+        with open(result["results"], encoding="utf-8") as f:
+            return f.read()
 
 
 def command_overview(cli: type = OpenUSCLI) -> str:

@@ -72,8 +72,22 @@ def test_study_table_summary_plot_resume(tmp_path):
         raise AssertionError("resume must reuse finished runs")
 
     again = run_label_efficiency(bundle, tmp_path / "study", ratios=[0.2, 0.6, 1.0], seeds=[0, 1],
-                                 pretrained={"random": "", "openus": str(enc)}, metrics=["f1"], resume=True, runner=must_not_run)
+                                 pretrained={"random": "", "openus": str(enc)}, config_files=["configs/extra.json"],
+                                 overrides={"max_epochs": 3}, metrics=["f1"], resume=True, runner=must_not_run)
     assert again["metrics"] == ["f1"] and len(again["rows"]) == 12
+    # other settings (here the epochs) are another run: resume does not reuse a result made with different ones
+    calls.clear()
+    run_label_efficiency(bundle, tmp_path / "study", ratios=[0.2], seeds=[0], pretrained={"random": ""},
+                         config_files=["configs/extra.json"], overrides={"max_epochs": 4}, resume=True, runner=_fake_runner(calls))
+    assert len(calls) == 1 and calls[0][3]["max_epochs"] == 4
+    # so is a checkpoint rewritten under the same name (a later export of the encoder)
+    enc.write_bytes(b"y")
+    calls.clear()
+    run_label_efficiency(bundle, tmp_path / "study", ratios=[0.2, 0.6, 1.0], seeds=[0, 1], pretrained={"random": "", "openus": str(enc)},
+                         config_files=["configs/extra.json"], overrides={"max_epochs": 3}, resume=True, runner=_fake_runner(calls))
+    # every openus run again; of the random arm only the run last made with 4 epochs
+    assert sorted((c[0].name, c[0].label_ratio, c[0].seed) for c in calls if c[0].name == "random") == [("random", 0.2, 0)]
+    assert len(calls) == 7
 
 
 def test_study_arguments_checked(tmp_path):

@@ -8,7 +8,7 @@ the names below that configs have always called as ``openus_monai.bundle.NAME`` 
 from ..data.entries import pretraining_datalist
 from ..handlers.resume import EpochSeedHandler, MidEpochResumeHandler
 from ..io import latest_checkpoint
-from .config import optional, pick_metrics, set_num_threads, world_size
+from .config import optional, pick_metrics, refuse_encoder_options, set_num_threads, world_size
 from .paths import resolve_bundle_root
 from .zoo import SCHEMA_MD5, schema_path
 
@@ -19,6 +19,7 @@ __all__ = [
     "latest_checkpoint",
     "optional",
     "pick_metrics",
+    "refuse_encoder_options",
     "pretraining_datalist",
     "resolve_bundle_root",
     "schema_path",

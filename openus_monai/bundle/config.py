@@ -1,5 +1,6 @@
 """Small expressions the bundles' JSON configs evaluate: the run's process count, a selection of metric handlers,
-and the command-line spelling of "off" for options that can be switched off (:func:`optional`)."""
+the command-line spelling of "off" for options that can be switched off (:func:`optional`), and the refusal of
+encoder options by a network that has no such encoder (:func:`refuse_encoder_options`)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from typing import Any
 
 from ignite import distributed as idist
 
-__all__ = ["OFF_WORDS", "optional", "pick_metrics", "set_num_threads", "world_size"]
+__all__ = ["OFF_WORDS", "optional", "pick_metrics", "refuse_encoder_options", "set_num_threads", "world_size"]
 
 #: what switches an option off on the command line (MONAI's runner drops ``--key None`` overrides silently)
 OFF_WORDS = ("none", "null", "off")
@@ -59,3 +60,27 @@ def set_num_threads(num_threads: Any) -> None:
     num_threads = optional(num_threads)
     if num_threads:
         torch.set_num_threads(int(num_threads))
+
+
+def refuse_encoder_options(network: str, pretrained: Any = None, freeze_encoder: Any = False) -> None:
+    """Stop a run that gives encoder options to a network without a (pretrainable) encoder.
+
+    The baseline configs (MONAI's ``BasicUNet``, ``DenseNet121``) evaluate this before building their network,
+    so that ``--pretrained FILE`` or ``--freeze_encoder true`` with a baseline is an error rather than silently
+    ignored.
+
+    Args:
+        network: the network's name, for the message.
+        pretrained: the bundle's ``pretrained`` option; empty or "off" (see :func:`optional`) is accepted.
+        freeze_encoder: the bundle's ``freeze_encoder`` option; false (or ``"false"``) is accepted.
+
+    Raises:
+        ValueError: ``pretrained`` names a file, or ``freeze_encoder`` is true.
+    """
+    if optional(pretrained) not in (None, ""):
+        raise ValueError(
+            f"pretrained={pretrained!r} was given, but {network} (a baseline config) has no pretrained encoder to load it "
+            "into; leave pretrained empty with this config, or drop the baseline config to fine-tune the OpenUS encoder"
+        )
+    if str(freeze_encoder).strip().lower() in ("true", "yes", "1"):
+        raise ValueError(f"freeze_encoder is set, but {network} (a baseline config) has no separate encoder to freeze")

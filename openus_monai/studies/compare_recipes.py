@@ -26,11 +26,10 @@ from pathlib import Path
 from typing import Any
 
 from .label_efficiency import (  # the study's bundle runners, shared rather than copied
-    _run_in_process,
-    _run_subprocess,
+    _run_separately,
     _write_csv,
-    bundle_command,
     plot_label_efficiency,
+    run_bundle_workflow,
     run_label_efficiency,
     summarize_runs,
 )
@@ -79,7 +78,7 @@ def pretrain_recipe(
 
     Args:
         recipe: the recipe's name (a folder of ``run_dir``'s parent).
-        run_dir: its folder: ``models/`` (checkpoints, ``backbone.pt``), ``eval/`` and ``pretrain.log``.
+        run_dir: its folder: ``models/`` (checkpoints, ``backbone.pt``), ``eval/`` and ``run.log``.
         recipe_configs: config files merged after ``train.json`` (bundle-relative or paths).
         overrides: bundle overrides (``dataset_dir``, ``seed``, ``max_epochs``...).
         resume: reuse a finished pretraining (``pretrain_final.pt`` and ``backbone.pt`` present).
@@ -103,9 +102,9 @@ def pretrain_recipe(
         final.unlink(missing_ok=True)
         logger.info("pretraining %s in %s", recipe, run_dir)
         if in_process:
-            _run_in_process(root, configs, run_overrides, "train")
-        else:
-            _run_subprocess(bundle_command(root, configs, run_overrides, "training"), run_dir / "pretrain.log")
+            run_bundle_workflow(root, configs, run_overrides)
+        else:  # one fresh process, logging to run_dir/run.log
+            _run_separately(root, [configs], run_overrides, run_dir)
         if not backbone.is_file():
             raise RuntimeError(f"pretraining {recipe} wrote no {backbone}")
     encoder, meta = load_encoder_file(backbone)

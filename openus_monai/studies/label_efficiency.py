@@ -6,31 +6,46 @@ Works with any bundle of this project that follows the shared conventions: ``con
 ``n_`` are counts). Segmentation reports ``dice``/``iou``/``hd95``, classification ``accuracy``/``f1``; the
 study plots whatever numeric keys it finds (or those asked for).
 
-Each run (one initialisation, ratio and seed) gets its own folder ``output_dir/NAME/r{ratio}_s{seed}`` with
-``models/``, ``eval/`` and the logs; by default each bundle run is a fresh ``python -m monai.bundle run``
-process, so a crash or memory growth in one run cannot affect the next.
+An arm (one column of the comparison) is an encoder initialisation and, optionally, its own bundle options:
+``{"pretrained": FILE, "freeze_encoder": True}`` (a frozen encoder), ``{"config_file": "configs/baselines/
+basicunet.json"}`` (another network), ``{"pretrained": FILE2, "ratios": [0.1]}`` (an ablation at one ratio);
+see :func:`normalize_arms`.
+
+Each run (one arm, ratio and seed) gets its own folder ``output_dir/NAME/r{ratio}_s{seed}`` with
+``models/``, ``eval/``, ``run.log`` and ``run.json`` (what defined it); by default each run (training, then
+evaluation) is a fresh Python process (:mod:`openus_monai.studies.bundle_run`), so a crash or memory growth in
+one run cannot affect the next.
 """
 
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
 import logging
 import math
 import os
+import resource
+import shutil
 import subprocess
 import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from openus_monai.io import atomic_write_json
 
 __all__ = [
     "DEFAULT_RATIOS",
     "LabelEfficiencyRun",
+    "StudyArm",
     "bundle_command",
+    "normalize_arms",
     "normalize_pretrained",
     "plot_label_efficiency",
+    "run_bundle_workflow",
     "run_label_efficiency",
     "summarize_runs",
 ]
@@ -43,21 +58,42 @@ DEFAULT_RATIOS: tuple[float, ...] = (0.2, 0.4, 0.6, 0.8, 1.0)
 RANDOM_PREFIX = "random:"
 
 
-class LabelEfficiencyRun:
-    """One cell of the study: an encoder initialisation, a label ratio and a seed.
+@dataclass(frozen=True)
+class StudyArm:
+    """One arm of the study: an encoder initialisation and the bundle options that go with it.
 
     Attributes:
-        name: short name of the initialisation (``"random"``, ``"openus"``...).
-        pretrained: the arm as :func:`normalize_pretrained` spells it: a checkpoint, ``"random:CHECKPOINT"``
-            (its architecture with random weights) or None (the bundle's own encoder, random weights).
+        pretrained: a checkpoint, ``"random:CHECKPOINT"`` (its architecture with random weights) or None (the
+            bundle's own encoder, random weights).
+        config_files: config files merged after the study's, for this arm only (e.g. a baseline network).
+        overrides: bundle overrides for this arm only (e.g. ``{"freeze_encoder": True}``).
+        ratios: the label ratios this arm runs at (None: the study's), e.g. ``(0.1,)`` for an ablation row.
+    """
+
+    pretrained: str | None = None
+    config_files: tuple[str, ...] = ()
+    overrides: Mapping[str, Any] = field(default_factory=dict)
+    ratios: tuple[float, ...] | None = None
+
+
+class LabelEfficiencyRun:
+    """One cell of the study: an arm, a label ratio and a seed.
+
+    Attributes:
+        name: short name of the arm (``"random"``, ``"openus"``, ``"openus_frozen"``...).
+        pretrained: the arm's initialisation as :func:`normalize_arms` spells it: a checkpoint,
+            ``"random:CHECKPOINT"`` (its architecture with random weights) or None (the bundle's own encoder).
         label_ratio: fraction of training labels.
         seed: the bundle's ``seed`` (label subset, validation hold-out, initialisation, augmentation).
         run_dir: folder of this run's checkpoints, evaluation and logs.
+        arm_overrides: the arm's own bundle overrides (below the run's own).
     """
 
-    def __init__(self, name: str, pretrained: str | None, label_ratio: float, seed: int, run_dir: Path) -> None:
+    def __init__(self, name: str, pretrained: str | None, label_ratio: float, seed: int, run_dir: Path,
+                 arm_overrides: Mapping[str, Any] | None = None) -> None:
         self.name, self.pretrained = name, pretrained
         self.label_ratio, self.seed, self.run_dir = float(label_ratio), int(seed), Path(run_dir)
+        self.arm_overrides = dict(arm_overrides or {})
 
     @property
     def checkpoint(self) -> str | None:
@@ -71,8 +107,9 @@ class LabelEfficiencyRun:
 
     @property
     def overrides(self) -> dict[str, Any]:
-        """The bundle overrides that define this run."""
+        """The bundle overrides that define this run: the arm's, then the run's own."""
         return {
+            **self.arm_overrides,
             "label_ratio": self.label_ratio,
             "seed": self.seed,
             "pretrained": self.checkpoint,
@@ -85,31 +122,43 @@ class LabelEfficiencyRun:
     def metrics_file(self) -> Path:
         return self.run_dir / "eval" / "metrics.json"
 
+    @property
+    def record_file(self) -> Path:
+        """``run.json``: the configs and overrides of the finished run (resume reuses a run only when they match)."""
+        return self.run_dir / "run.json"
+
     def __repr__(self) -> str:
         return f"LabelEfficiencyRun({self.name!r}, ratio={self.label_ratio}, seed={self.seed})"
 
 
-def normalize_pretrained(pretrained: str | Sequence[Any] | Mapping[str, Any] | None) -> dict[str, str | None]:
-    """``{name: arm}`` from a mapping, a list of arms or one arm.
+def normalize_arms(arms: str | Sequence[Any] | Mapping[str, Any] | None) -> dict[str, StudyArm]:
+    """``{name: StudyArm}`` from a mapping ``{name: arm}``, a list of arms or one arm.
 
-    An arm is a checkpoint (its encoder, pretrained); ``"random:CHECKPOINT"`` or ``{"pretrained": CHECKPOINT,
-    "init": "random"}`` (the same encoder, randomly initialised: the control arm); ``""``/None/``"none"``/
-    ``"random"`` (the bundle's configured encoder, random init, named ``random``). A checkpoint arm is named
-    after its file (``encoder.pt`` -> ``encoder``, a random-init arm ``encoder_random``), made unique with a
-    suffix when needed. Arms come back as ``CHECKPOINT``, ``"random:CHECKPOINT"`` or None.
+    An arm is
+
+    - a checkpoint (its encoder, pretrained); ``"random:CHECKPOINT"`` (the same encoder, randomly initialised:
+      the control arm); ``""``/None/``"none"``/``"random"`` (the bundle's configured encoder, random init);
+    - or a mapping with ``pretrained`` (as above), ``init`` (``"pretrained"`` / ``"random"``), ``config_file``
+      (one or a list, merged after the study's config files), ``ratios`` (run only at these label ratios),
+      ``overrides`` (a dict) and any other key as a bundle override, e.g. ``{"pretrained": "w.pt",
+      "freeze_encoder": True}`` or ``{"config_file": "configs/baselines/basicunet.json"}``.
+
+    An unnamed arm is named after its checkpoint (``encoder.pt`` -> ``encoder``, a random-init arm
+    ``encoder_random``) or ``random``, made unique with a suffix when needed.
 
     Raises:
         FileNotFoundError: a checkpoint does not exist.
-        ValueError: an ``init`` other than ``pretrained`` / ``random``.
+        ValueError: an ``init`` other than ``pretrained`` / ``random``, or a ratio outside (0, 1].
     """
-    if pretrained is None or isinstance(pretrained, (str, os.PathLike)) or (isinstance(pretrained, Mapping) and _is_arm_mapping(pretrained)):
-        pretrained = [pretrained]
-    items = list(pretrained.items()) if isinstance(pretrained, Mapping) else [(None, p) for p in pretrained]
-    out: dict[str, str | None] = {}
+    if arms is None or isinstance(arms, (str, os.PathLike)) or (isinstance(arms, Mapping) and _is_arm_mapping(arms)):
+        arms = [arms]
+    items = list(arms.items()) if isinstance(arms, Mapping) else [(None, a) for a in arms]
+    out: dict[str, StudyArm] = {}
     for name, arm in items:
-        init = "pretrained"
+        init, options = "pretrained", {}
         if isinstance(arm, Mapping):
-            arm, init = arm.get("pretrained"), str(arm.get("init", "pretrained")).lower()
+            options = dict(arm)
+            arm, init = options.pop("pretrained", None), str(options.pop("init", "pretrained")).lower()
             if init not in ("pretrained", "random"):
                 raise ValueError(f"init must be 'pretrained' or 'random', got {init!r}")
         path = None if arm is None else str(arm).strip()
@@ -124,13 +173,32 @@ def normalize_pretrained(pretrained: str | Sequence[Any] | Mapping[str, Any] | N
         unique, k = base, 2
         while unique in out:
             unique, k = f"{base}_{k}", k + 1
-        out[unique] = RANDOM_PREFIX + path if random_file else path
+        configs = options.pop("config_file", None) or ()
+        ratios = options.pop("ratios", None)
+        if ratios is not None:
+            ratios = tuple(float(r) for r in (ratios if isinstance(ratios, (list, tuple)) else [ratios]))
+            if not ratios or any(not 0.0 < r <= 1.0 for r in ratios):
+                raise ValueError(f"arm {unique}: ratios must be in (0, 1], got {list(ratios)}")
+        overrides = {**dict(options.pop("overrides", None) or {}), **options}
+        out[unique] = StudyArm(
+            pretrained=RANDOM_PREFIX + path if random_file else path,
+            config_files=tuple(str(c) for c in (configs if isinstance(configs, (list, tuple)) else [configs])),
+            overrides=overrides,
+            ratios=ratios,
+        )
     return out
 
 
+def normalize_pretrained(pretrained: str | Sequence[Any] | Mapping[str, Any] | None) -> dict[str, str | None]:
+    """``{name: initialisation}`` of :func:`normalize_arms`: ``CHECKPOINT``, ``"random:CHECKPOINT"`` or None."""
+    return {name: arm.pretrained for name, arm in normalize_arms(pretrained).items()}
+
+
 def _is_arm_mapping(value: Mapping[str, Any]) -> bool:
-    """Whether a mapping is one arm (``{"pretrained": ..., "init": ...}``) rather than ``{name: arm}``."""
-    return "pretrained" in value and set(value) <= {"pretrained", "init"} and not isinstance(value["pretrained"], Mapping)
+    """Whether a mapping is one arm (``{"pretrained": ..., "freeze_encoder": ...}``) rather than ``{name: arm}``:
+    it has ``pretrained`` or ``config_file`` and that value is not itself an arm mapping."""
+    keys = [k for k in ("pretrained", "config_file") if k in value]
+    return bool(keys) and not any(isinstance(value[k], Mapping) for k in keys)
 
 
 def _cli_value(value: Any) -> str:
@@ -161,31 +229,61 @@ def bundle_command(
     return cmd
 
 
-def _run_subprocess(cmd: list[str], log_file: Path) -> None:
-    log_file.parent.mkdir(parents=True, exist_ok=True)
-    with open(log_file, "w", encoding="utf-8") as log:
-        log.write("$ " + " ".join(cmd) + "\n")
-        log.flush()
-        proc = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, check=False)
-    if proc.returncode != 0:
-        tail = "".join(log_file.read_text(encoding="utf-8", errors="replace").splitlines(keepends=True)[-25:])
-        raise RuntimeError(f"bundle run failed (exit {proc.returncode}); log: {log_file}\n{tail}")
+def run_bundle_workflow(
+    bundle_root: str | os.PathLike, config_files: Sequence[str], overrides: Mapping[str, Any], logging_file: str | None = None
+) -> None:
+    """Run a bundle's configs in this process (``ConfigWorkflow``: initialize, run, finalize).
 
+    Overrides that are None are left out, as ``python -m monai.bundle run`` leaves them out: the config's
+    value stays (e.g. ``pretrained: None``, the bundle's own encoder).
 
-def _run_in_process(bundle_root: Path, config_files: Sequence[str], overrides: Mapping[str, Any], workflow_type: str) -> None:
+    Args:
+        bundle_root: the bundle folder (its ``configs/metadata.json``).
+        config_files: the config files, merged in order.
+        overrides: ``{id: value}`` overrides.
+        logging_file: a logging config to apply (the bundle's ``logging.conf``), or None.
+    """
     from monai.bundle import ConfigWorkflow
 
+    root = Path(bundle_root)
     workflow = ConfigWorkflow(
         config_file=[str(c) for c in config_files],
-        meta_file=str(bundle_root / "configs" / "metadata.json"),
-        workflow_type=workflow_type,
-        **{"bundle_root": str(bundle_root), **overrides},
+        meta_file=str(root / "configs" / "metadata.json"),
+        logging_file=logging_file,
+        workflow_type="train",
+        **{"bundle_root": str(root), **{k: v for k, v in overrides.items() if v is not None}},
     )
     workflow.initialize()
     try:
         workflow.run()
     finally:
         workflow.finalize()
+
+
+def _run_separately(bundle_root: Path, steps: Sequence[Sequence[str]], overrides: Mapping[str, Any], run_dir: Path) -> float:
+    """Train and evaluate in one fresh Python process (:mod:`openus_monai.studies.bundle_run`), logging to
+    ``run_dir/run.log``; the log starts with the equivalent ``python -m monai.bundle run`` commands.
+
+    Returns:
+        the process's CPU seconds (user + system): its wall time on a core of its own, on a shared machine.
+    """
+    spec = run_dir / "bundle_run.json"
+    atomic_write_json({"bundle_root": str(bundle_root), "steps": [{"config_files": list(c)} for c in steps],
+                       "overrides": dict(overrides)}, spec)
+    log_file = run_dir / "run.log"
+    with open(log_file, "w", encoding="utf-8") as log:
+        for configs, run_id in zip(steps, ("training", "run")):
+            log.write("# equivalent: " + " ".join(bundle_command(bundle_root, configs, overrides, run_id)) + "\n")
+        log.flush()
+        before = resource.getrusage(resource.RUSAGE_CHILDREN)
+        proc = subprocess.run([sys.executable, "-m", "openus_monai.studies.bundle_run", str(spec)], stdout=log,
+                              stderr=subprocess.STDOUT, check=False)
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu_s = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    if proc.returncode != 0:
+        tail = "".join(log_file.read_text(encoding="utf-8", errors="replace").splitlines(keepends=True)[-25:])
+        raise RuntimeError(f"bundle run failed (exit {proc.returncode}); log: {log_file}\n{tail}")
+    return cpu_s
 
 
 def _numeric(summary: Mapping[str, Any]) -> dict[str, float]:
@@ -220,8 +318,9 @@ def summarize_runs(rows: Sequence[Mapping[str, Any]], metrics: Sequence[str]) ->
 def plot_label_efficiency(
     rows: Sequence[Mapping[str, Any]], metrics: Sequence[str], path: str | os.PathLike, title: str = "Label efficiency"
 ) -> Path:
-    """One panel per metric: mean over seeds vs label ratio per initialisation, a band of +- one standard
-    deviation and the single runs as dots (the picture of OpenUS Fig. 5). Written with matplotlib's Agg backend.
+    """One panel per metric: mean over seeds vs label ratio per arm, +- one standard deviation (error bars, and a
+    band over several ratios) and the single runs as dots (the picture of OpenUS Fig. 5); the arms are drawn
+    side by side (0.01 apart) at each ratio. Written with matplotlib's Agg backend.
     """
     import matplotlib
 
@@ -229,7 +328,7 @@ def plot_label_efficiency(
     import matplotlib.pyplot as plt
 
     summary = summarize_runs(rows, metrics)
-    names = sorted({r["name"] for r in rows})
+    names = list(dict.fromkeys(r["name"] for r in rows))  # the arms in study order
     ncols = min(3, len(metrics))
     nrows = math.ceil(len(metrics) / ncols)
     fig, axes = plt.subplots(nrows, ncols, figsize=(4.2 * ncols, 3.4 * nrows), squeeze=False)
@@ -238,19 +337,21 @@ def plot_label_efficiency(
     for ax, m in zip(axes.flat, metrics):
         for i, name in enumerate(names):
             colour = f"C{i}"
+            dodge = (i - (len(names) - 1) / 2) * 0.01  # arms side by side at each ratio, not on top of each other
             pts = [s for s in summary if s["name"] == name]
-            x = [s["label_ratio"] for s in pts]
+            x = [s["label_ratio"] + dodge for s in pts]
             mean = [s[f"{m}_mean"] for s in pts]
             std = [s[f"{m}_std"] for s in pts]
-            ax.plot(x, mean, "-o", color=colour, label=name)
-            ax.fill_between(x, [a - b for a, b in zip(mean, std)], [a + b for a, b in zip(mean, std)], color=colour, alpha=0.2)
-            single = [(r["label_ratio"], r[m]) for r in rows if r["name"] == name and r.get(m) is not None]
+            ax.errorbar(x, mean, yerr=std, fmt="-o", color=colour, capsize=3, label=name)
+            if len(x) > 1:
+                ax.fill_between(x, [a - b for a, b in zip(mean, std)], [a + b for a, b in zip(mean, std)], color=colour, alpha=0.2)
+            single = [(r["label_ratio"] + dodge, r[m]) for r in rows if r["name"] == name and r.get(m) is not None]
             if single:
                 ax.scatter(*zip(*single), s=10, color=colour, alpha=0.5)
         ax.set_xlabel("label ratio")
         ax.set_ylabel(m)
         ax.grid(alpha=0.3)
-    axes[0][0].legend(title="encoder init")
+    axes[0][0].legend(title="arm", fontsize="small")
     fig.suptitle(title)
     fig.tight_layout()
     path = Path(path)
@@ -270,6 +371,41 @@ def _write_csv(path: Path, rows: Sequence[Mapping[str, Any]]) -> None:
         writer.writerows(rows)
 
 
+#: the columns of a study row that are not metrics
+_ROW_KEYS = ("name", "pretrained", "init", "config", "label_ratio", "seed", "wall_s", "cpu_s", "run_dir")
+
+
+def _resolve_configs(config_files: Sequence[str | os.PathLike], bundle_root: Path) -> list[str]:
+    """Config files as absolute paths: relative ones are looked up in the working directory, then in the bundle.
+
+    Raises:
+        FileNotFoundError: a file is in neither place.
+    """
+    found = []
+    for c in config_files or ():
+        p = Path(c)
+        found.append(str(p.resolve() if p.is_file() else (bundle_root / p).resolve()))
+        if not Path(found[-1]).is_file():
+            raise FileNotFoundError(f"config file {c} not found (looked in the working directory and {bundle_root})")
+    return found
+
+
+def _sha256(path: str | os.PathLike) -> str:
+    with open(path, "rb") as f:
+        return hashlib.file_digest(f, "sha256").hexdigest()
+
+
+def _finished(run: LabelEfficiencyRun, record: Mapping[str, Any]) -> bool:
+    """Whether ``run`` finished with exactly these configs, overrides and checkpoint (its ``run.json`` says so)."""
+    if not (run.metrics_file.is_file() and run.record_file.is_file()):
+        return False
+    done = json.loads(run.record_file.read_text(encoding="utf-8"))
+    same = all(done.get(k) == json.loads(json.dumps(v)) for k, v in record.items())
+    if not same:
+        logger.info("%s: finished with other configs or overrides than now; running it again", run)
+    return same
+
+
 def run_label_efficiency(
     bundle: str | os.PathLike,
     output_dir: str | os.PathLike,
@@ -281,13 +417,16 @@ def run_label_efficiency(
     metrics: Sequence[str] | None = None,
     resume: bool = False,
     in_process: bool = False,
+    title: str | None = None,
     runner: Callable[[LabelEfficiencyRun, list[str], list[str], Mapping[str, Any]], None] | None = None,
 ) -> dict[str, Any]:
-    """Train and evaluate ``bundle`` for every (initialisation, label ratio, seed); write a CSV and a plot.
+    """Train and evaluate ``bundle`` for every (arm, label ratio, seed); write a CSV and a plot.
 
-    Per run: ``train.json`` (+ ``config_files``) with ``run training``, then the same plus ``evaluate.json``
-    with ``run``; the overrides ``label_ratio``, ``seed``, ``pretrained``, ``ckpt_dir``, ``output_dir`` (and
-    ``overrides``) are given to both. The run's ``eval/metrics.json`` becomes a row of the table.
+    Per run: ``train.json`` (+ ``config_files`` + the arm's config files) with ``run training``, then the same
+    plus ``evaluate.json`` with ``run``; ``overrides``, then the arm's overrides, then ``label_ratio``,
+    ``seed``, ``pretrained``, ``init``, ``ckpt_dir`` and ``output_dir`` are given to both. The run's
+    ``eval/metrics.json`` becomes a row of the table (with the run's wall time and, run in a subprocess, its CPU
+    time: on a shared machine, the better measure of what the run costs on a core of its own).
 
     Args:
         bundle: bundle folder (or a bundle name found by ``resolve_bundle_root``, e.g. ``"openus_seg"``).
@@ -295,15 +434,18 @@ def run_label_efficiency(
             (mean and std over seeds), ``label_efficiency.png`` and the run folders.
         ratios: label ratios in (0, 1].
         seeds: seeds; the spread over seeds is the band in the plot.
-        pretrained: initialisations: ``{name: arm}``, a list of arms, one arm; an arm is a checkpoint,
-            ``"random:CHECKPOINT"`` (same encoder, random weights) or ``""``/None (the bundle's encoder, random
-            init); see :func:`normalize_pretrained`. Default: random init only.
+        pretrained: the arms: ``{name: arm}``, a list of arms, one arm; an arm is a checkpoint,
+            ``"random:CHECKPOINT"`` (same encoder, random weights), ``""``/None (the bundle's encoder, random
+            init) or a mapping with its own options (``config_file``, ``ratios``, bundle overrides such as
+            ``freeze_encoder``); see :func:`normalize_arms`. Default: random init only.
         config_files: extra config files merged after ``train.json`` (e.g. ``configs/tiny.json``); relative
             paths are looked up in the working directory, then in the bundle folder.
         overrides: more bundle overrides for every run, e.g. ``{"max_epochs": 50, "dataset_dir": "/data/busi"}``.
         metrics: metric keys to tabulate and plot (default: every number in ``metrics.json`` except ``n_*``).
-        resume: reuse a run whose ``eval/metrics.json`` exists instead of running it again.
+        resume: reuse a finished run (``eval/metrics.json`` and ``run.json`` with the same configs, overrides
+            and checkpoint contents) instead of running it again; an unfinished or changed run starts afresh.
         in_process: run the bundle workflows in this process (``ConfigWorkflow``) instead of subprocesses.
+        title: the plot's title (default: "Label efficiency: BUNDLE").
         runner: replace the bundle runs by ``runner(run, train_configs, evaluate_configs, overrides)``,
             which must write ``run.metrics_file`` (for tests and other schedulers).
 
@@ -330,47 +472,54 @@ def run_label_efficiency(
     bad = [r for r in ratios if not 0.0 < r <= 1.0]
     if bad:
         raise ValueError(f"label ratios must be in (0, 1], got {bad}")
-    inits = normalize_pretrained(pretrained)
-    extra = []
-    for c in config_files or ():
-        p = Path(c)
-        extra.append(str(p.resolve() if p.is_file() else (bundle_root / p).resolve()))
-        if not Path(extra[-1]).is_file():
-            raise FileNotFoundError(f"config file {c} not found (looked in the working directory and {bundle_root})")
-    train_cfgs = [str(bundle_root / "configs" / "train.json"), *extra]
-    eval_cfgs = [*train_cfgs, str(bundle_root / "configs" / "evaluate.json")]
+    arms = normalize_arms(pretrained)
+    train_base = [str(bundle_root / "configs" / "train.json"), *_resolve_configs(config_files, bundle_root)]
+    arm_configs = {name: _resolve_configs(arm.config_files, bundle_root) for name, arm in arms.items()}
+    # a checkpoint rewritten under the same name (a later export) is another run: resume compares contents
+    digests = {f: _sha256(f) for f in {a.pretrained.removeprefix(RANDOM_PREFIX) for a in arms.values() if a.pretrained}}
     out = Path(output_dir).resolve()
     out.mkdir(parents=True, exist_ok=True)
 
     runs = [
-        LabelEfficiencyRun(name, path, r, s, out / name / f"r{r:g}_s{s}")
-        for name, path in inits.items() for r in ratios for s in seeds
+        LabelEfficiencyRun(name, arm.pretrained, r, s, out / name / f"r{r:g}_s{s}", arm.overrides)
+        for name, arm in arms.items() for r in (arm.ratios or ratios) for s in seeds
     ]
     rows: list[dict[str, Any]] = []
     for i, run in enumerate(runs, 1):
+        train_cfgs = [*train_base, *arm_configs[run.name]]
+        eval_cfgs = [*train_cfgs, str(bundle_root / "configs" / "evaluate.json")]
         run_overrides = {**dict(overrides or {}), **run.overrides}
-        if resume and run.metrics_file.is_file():
+        record = {"train_configs": train_cfgs, "evaluate_configs": eval_cfgs, "overrides": run_overrides,
+                  "pretrained_sha256": digests.get(run.checkpoint)}
+        if resume and _finished(run, record):
             logger.info("[%d/%d] %s: reusing %s", i, len(runs), run, run.metrics_file)
         else:
             start = time.time()
             logger.info("[%d/%d] %s: training and evaluating in %s", i, len(runs), run, run.run_dir)
-            run.metrics_file.unlink(missing_ok=True)
+            for stale in (run.record_file, run.metrics_file):
+                stale.unlink(missing_ok=True)
+            shutil.rmtree(run.run_dir / "models", ignore_errors=True)  # a fresh start, not an older run's checkpoints
+            cpu_s = None
             if runner is not None:
                 runner(run, train_cfgs, eval_cfgs, run_overrides)
             elif in_process:
-                _run_in_process(bundle_root, train_cfgs, run_overrides, "train")
-                _run_in_process(bundle_root, eval_cfgs, run_overrides, "train")
+                run_bundle_workflow(bundle_root, train_cfgs, run_overrides)
+                run_bundle_workflow(bundle_root, eval_cfgs, run_overrides)
             else:
-                _run_subprocess(bundle_command(bundle_root, train_cfgs, run_overrides, "training"), run.run_dir / "train.log")
-                _run_subprocess(bundle_command(bundle_root, eval_cfgs, run_overrides, "run"), run.run_dir / "evaluate.log")
+                cpu_s = _run_separately(bundle_root, [train_cfgs, eval_cfgs], run_overrides, run.run_dir)
+            if not run.metrics_file.is_file():
+                raise RuntimeError(f"{run}: the evaluation wrote no {run.metrics_file}")
+            timing = {"wall_s": round(time.time() - start, 1), "cpu_s": None if cpu_s is None else round(cpu_s, 1)}
+            atomic_write_json({**record, **timing}, run.record_file)
             logger.info("[%d/%d] %s: done in %.0f s", i, len(runs), run, time.time() - start)
-        if not run.metrics_file.is_file():
-            raise RuntimeError(f"{run}: the evaluation wrote no {run.metrics_file}")
         summary = json.loads(run.metrics_file.read_text(encoding="utf-8"))
-        rows.append({"name": run.name, "pretrained": run.checkpoint or "", "init": run.init, "label_ratio": run.label_ratio,
-                     "seed": run.seed, **_numeric(summary), "run_dir": str(run.run_dir)})
+        done = json.loads(run.record_file.read_text(encoding="utf-8")) if run.record_file.is_file() else {}
+        rows.append({"name": run.name, "pretrained": run.checkpoint or "", "init": run.init,
+                     "config": ";".join(Path(c).name for c in arm_configs[run.name]), "label_ratio": run.label_ratio,
+                     "seed": run.seed, **_numeric(summary), "wall_s": done.get("wall_s"), "cpu_s": done.get("cpu_s"),
+                     "run_dir": str(run.run_dir)})
 
-    found = [k for k in rows[0] if k not in ("name", "pretrained", "init", "label_ratio", "seed", "run_dir") and not k.startswith("n_")]
+    found = [k for k in rows[0] if k not in _ROW_KEYS and not k.startswith("n_")]
     chosen = list(metrics) if metrics else found
     missing = [m for m in chosen if all(m not in r for r in rows)]
     if missing or not chosen:
@@ -379,7 +528,7 @@ def run_label_efficiency(
     csv_path, summary_path = out / "label_efficiency.csv", out / "label_efficiency_summary.csv"
     _write_csv(csv_path, rows)
     _write_csv(summary_path, summary_rows)
-    plot = plot_label_efficiency(rows, chosen, out / "label_efficiency.png", title=f"Label efficiency: {bundle_root.name}")
+    plot = plot_label_efficiency(rows, chosen, out / "label_efficiency.png", title=title or f"Label efficiency: {bundle_root.name}")
     logger.info("label-efficiency table %s, summary %s, plot %s", csv_path, summary_path, plot)
     return {"csv": str(csv_path), "summary_csv": str(summary_path), "plot": str(plot), "rows": rows,
             "summary": summary_rows, "metrics": chosen}

@@ -1,0 +1,307 @@
+"""The foundation study: does the pretrained encoder help with few labels, on several tasks?
+
+One matrix of label-efficiency studies (:func:`~openus_monai.studies.label_efficiency.run_label_efficiency`):
+for every task (a bundle on a prepared data set, :data:`TASKS`), the same arms: the pretrained encoder
+fine-tuned (``openus``) and frozen (``openus_frozen``), the same architecture from random initialisation
+(``random``, the control), MONAI's baseline network of the bundle (``basicunet`` / ``densenet121``) and,
+optionally, an ablation checkpoint (a second pretraining, e.g. random instead of self-adaptive masking) at
+one label ratio. Every run has the same epoch budget, image size, batch size and data: the label subsets are
+drawn from the data set's ``training`` list, the test metrics come from its ``test`` list (the images held
+out of pretraining).
+
+Per task, ``OUTPUT/TASK/`` holds the study's CSV, summary and plot, and ``table.md`` (mean +- standard
+deviation over seeds per arm and label ratio, and the paired differences pretrained - random); ``OUTPUT/
+results.md`` combines the tasks. Runs are resumable: a finished run (same configs and overrides) is reused.
+"""
+
+from __future__ import annotations
+
+import csv
+import logging
+import math
+import os
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from openus_monai.io import atomic_path
+
+from .label_efficiency import RANDOM_PREFIX, run_label_efficiency, summarize_runs
+
+__all__ = [
+    "ARMS",
+    "TASKS",
+    "StudyTask",
+    "difference_rows",
+    "markdown_table",
+    "read_study_csv",
+    "run_foundation_study",
+    "study_arms",
+]
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class StudyTask:
+    """One task of the study: a bundle on a prepared data set.
+
+    Attributes:
+        bundle: the bundle's name (``openus_seg``, ``openus_cls``).
+        source: the data set's folder under the prepared sources (holding the ``prepare`` output ``datalist.json``).
+        metric: the metric of the table (a key of the evaluation's ``metrics.json``).
+        baseline: the bundle's MONAI baseline config, relative to the bundle folder.
+        overrides: the task's own bundle options (e.g. ``num_classes``).
+        title: a line saying what the task is, for the tables.
+    """
+
+    bundle: str
+    source: str
+    metric: str
+    baseline: str
+    overrides: Mapping[str, Any] = field(default_factory=dict)
+    title: str = ""
+
+    @property
+    def baseline_name(self) -> str:
+        """The baseline arm's name: its config file's stem (``basicunet``, ``densenet121``)."""
+        return Path(self.baseline).stem
+
+
+_SEG_BASELINE = "configs/baselines/basicunet.json"
+#: segmentation: AdamW at 1e-3 for every arm (the bundle's 1e-4 is for long schedules; a study run is ~100 steps),
+#: as ``benchmarks/bench_seg_busi.py``; no predicted masks written at evaluation
+_SEG = {"learning_rate": 1e-3, "save_masks": False}
+_CLS_BASELINE = "configs/baselines/densenet121.json"
+
+#: the study's tasks; ``source`` is a folder of the ``corpus`` command's ``sources/`` (``prepare`` output)
+TASKS: dict[str, StudyTask] = {
+    "busi_seg": StudyTask("openus_seg", "busi", "dice", _SEG_BASELINE, {**_SEG, "num_classes": 2},
+                          "BUSI breast lesion segmentation (test Dice of the lesion)"),
+    "busi_cls": StudyTask("openus_cls", "busi", "accuracy", _CLS_BASELINE, {},
+                          "BUSI classification, benign / malignant / normal (test accuracy)"),
+    "ddti_seg": StudyTask("openus_seg", "ddti", "dice", _SEG_BASELINE, {**_SEG, "num_classes": 2},
+                          "DDTI thyroid nodule segmentation (test Dice of the nodule)"),
+    "usgra_seg": StudyTask("openus_seg", "usgra-seg", "dice", _SEG_BASELINE, {**_SEG, "num_classes": 3},
+                           "USGRA-seg nerve and vessel segmentation, 3 classes (test Dice, mean of the 2 foreground classes)"),
+}
+
+#: the arms, in table order; ``baseline`` is the task's MONAI network, ``ablation`` needs an ablation checkpoint
+ARMS: tuple[str, ...] = ("openus", "openus_frozen", "random", "baseline", "ablation")
+#: the arms the differences are taken against ``random`` for
+_PRETRAINED_ARMS = ("openus", "openus_frozen", "ablation")
+
+
+def study_arms(
+    task: StudyTask,
+    weights: str | os.PathLike,
+    arms: Sequence[str] = ARMS[:4],
+    ablation: str | os.PathLike | None = None,
+    ablation_ratios: Sequence[float] = (0.1,),
+) -> dict[str, dict[str, Any]]:
+    """The arms of ``task`` in the form :func:`~openus_monai.studies.label_efficiency.normalize_arms` reads.
+
+    Args:
+        task: the task.
+        weights: the pretrained encoder (a self-describing encoder file).
+        arms: which of :data:`ARMS` to run.
+        ablation: the ablation's encoder file (required for the ``ablation`` arm; given, it adds the arm).
+        ablation_ratios: the label ratios of the ablation arm.
+
+    Returns:
+        ``{name: arm}``; the baseline arm is named after its network.
+
+    Raises:
+        ValueError: an unknown arm, or the ``ablation`` arm without an ablation checkpoint.
+    """
+    unknown = [a for a in arms if a not in ARMS]
+    if unknown:
+        raise ValueError(f"unknown arms {unknown}; the study's arms are {list(ARMS)}")
+    if "ablation" in arms and not ablation:
+        raise ValueError("the ablation arm needs an ablation checkpoint (ablation=FILE)")
+    chosen = list(arms) + (["ablation"] if ablation and "ablation" not in arms else [])
+    every = {
+        "openus": ("openus", {"pretrained": str(weights)}),
+        "openus_frozen": ("openus_frozen", {"pretrained": str(weights), "freeze_encoder": True}),
+        "random": ("random", {"pretrained": RANDOM_PREFIX + str(weights)}),
+        "baseline": (task.baseline_name, {"config_file": task.baseline}),
+        "ablation": ("ablation", {"pretrained": str(ablation), "ratios": [float(r) for r in ablation_ratios]}),
+    }
+    return dict(every[a] for a in ARMS if a in chosen)
+
+
+def read_study_csv(path: str | os.PathLike) -> list[dict[str, Any]]:
+    """The rows of a study's ``label_efficiency.csv``, numbers as floats (empty cells as None)."""
+
+    def value(v: str) -> Any:
+        try:
+            return float(v)
+        except ValueError:
+            return v if v != "" else None
+
+    with open(path, newline="", encoding="utf-8") as f:
+        return [{k: (v if k in ("name", "pretrained", "init", "config", "run_dir") else value(v)) for k, v in row.items()}
+                for row in csv.DictReader(f)]
+
+
+def difference_rows(rows: Sequence[Mapping[str, Any]], metric: str, arm: str, control: str = "random") -> list[dict[str, Any]]:
+    """Per-seed differences ``arm - control`` of ``metric`` (pairs with the same label ratio and seed).
+
+    The two arms of a pair share the label subset (the seed draws it), so the spread of the paired
+    differences is the spread of the effect. Non-finite values are left out.
+
+    Returns:
+        rows ``{"name": "arm - control", "label_ratio", "seed", metric}``.
+    """
+    def finite(r: Mapping[str, Any]) -> bool:
+        return r.get(metric) is not None and math.isfinite(float(r[metric]))
+
+    ctrl = {(float(r["label_ratio"]), int(r["seed"])): float(r[metric]) for r in rows if r["name"] == control and finite(r)}
+    return [
+        {"name": f"{arm} - {control}", "label_ratio": float(r["label_ratio"]), "seed": int(r["seed"]),
+         metric: float(r[metric]) - ctrl[(float(r["label_ratio"]), int(r["seed"]))]}
+        for r in rows
+        if r["name"] == arm and finite(r) and (float(r["label_ratio"]), int(r["seed"])) in ctrl
+    ]
+
+
+def _cell(entry: Mapping[str, Any] | None, metric: str, n_expected: int, signed: bool = False) -> str:
+    if entry is None or not math.isfinite(entry[f"{metric}_mean"]):
+        return "-"
+    mean, std = entry[f"{metric}_mean"], entry[f"{metric}_std"]
+    text = f"{mean:+.3f} ± {std:.3f}" if signed else f"{mean:.3f} ± {std:.3f}"
+    return text + (f" (n={entry['n_seeds']})" if entry["n_seeds"] != n_expected else "")
+
+
+def markdown_table(rows: Sequence[Mapping[str, Any]], metric: str, control: str = "random") -> str:
+    """The study as a Markdown table: one row per arm, one column per label ratio, ``mean ± std`` over seeds.
+
+    Below the arms, one row per pretrained arm (``openus``, ``openus_frozen``, ``ablation``, where present)
+    with the paired difference ``arm - control`` (mean ± std over seeds). A cell over fewer seeds than the
+    most any cell has says ``(n=K)``; a missing cell is ``-``.
+
+    Args:
+        rows: the study's rows (``name``, ``label_ratio``, ``seed``, the metric), e.g. :func:`read_study_csv`.
+        metric: the metric to tabulate.
+        control: the arm the differences are taken against.
+
+    Returns:
+        the table (no trailing newline).
+    """
+    names = list(dict.fromkeys(r["name"] for r in rows))
+    ratios = sorted({float(r["label_ratio"]) for r in rows})
+    summary = {(s["name"], s["label_ratio"]): s for s in summarize_runs(rows, [metric])}
+    n_expected = max((s["n_seeds"] for s in summary.values()), default=0)
+    lines = [f"| arm ({metric}) | " + " | ".join(f"{r:g} of the labels" for r in ratios) + " |",
+             "|---|" + "---|" * len(ratios)]
+    for name in names:
+        lines.append(f"| {name} | " + " | ".join(_cell(summary.get((name, r)), metric, n_expected) for r in ratios) + " |")
+    if control in names:
+        for arm in [a for a in _PRETRAINED_ARMS if a in names]:
+            diffs = {(s["name"], s["label_ratio"]): s for s in summarize_runs(difference_rows(rows, metric, arm, control), [metric])}
+            label = f"{arm} - {control}"
+            lines.append(f"| **{label}** | " + " | ".join(_cell(diffs.get((label, r)), metric, n_expected, signed=True) for r in ratios) + " |")
+    return "\n".join(lines)
+
+
+def _write_text(path: Path, text: str) -> None:
+    with atomic_path(path) as tmp:
+        Path(tmp).write_text(text, encoding="utf-8")
+
+
+def _image_size(bundle: str, size: int) -> Any:
+    """The bundles' spelling of the image size: ``[H, W]`` for segmentation, one int for classification."""
+    return int(size) if bundle == "openus_cls" else [int(size), int(size)]
+
+
+def run_foundation_study(
+    weights: str | os.PathLike,
+    output_dir: str | os.PathLike,
+    sources: str | os.PathLike,
+    tasks: Sequence[str] = tuple(TASKS),
+    arms: Sequence[str] = ARMS[:4],
+    ratios: Sequence[float] = (0.1,),
+    seeds: Sequence[int] = (0, 1, 2),
+    max_epochs: int = 12,
+    image_size: int = 96,
+    batch_size: int = 8,
+    val_interval: int = 4,
+    ablation: str | os.PathLike | None = None,
+    ablation_ratios: Sequence[float] = (0.1,),
+    config_files: Mapping[str, Sequence[str]] | Sequence[str] = (),
+    overrides: Mapping[str, Any] | None = None,
+    resume: bool = True,
+    runner: Callable[..., None] | None = None,
+) -> dict[str, Any]:
+    """Run the matrix tasks x arms x ratios x seeds, one bundle subprocess (one thread) per run; write the tables.
+
+    Args:
+        weights: the pretrained encoder file (e.g. ``weights/openus_us_small.pt``).
+        output_dir: the study folder (``TASK/`` per task, ``results.md``).
+        sources: the prepared data sets, one folder per :attr:`StudyTask.source` (the ``corpus`` command's
+            ``sources/``).
+        tasks: names in :data:`TASKS`.
+        arms: names in :data:`ARMS` (``baseline``: the task's MONAI network).
+        ratios: label ratios (of the ``training`` list).
+        seeds: seeds (label subset, initialisation, augmentation).
+        max_epochs: epochs of every run.
+        image_size: side of the square training images.
+        batch_size: batch size of every run.
+        val_interval: validate every N epochs (the best validation checkpoint is the one tested; make
+            ``max_epochs`` a multiple of it, so that the last epoch is validated).
+        ablation: a second encoder file, run as the ``ablation`` arm at ``ablation_ratios``.
+        ablation_ratios: label ratios of the ablation arm.
+        config_files: extra config files for every bundle (e.g. ``["configs/tiny.json"]``), or per bundle name.
+        overrides: more bundle overrides for every run (after the study's own).
+        resume: reuse finished runs with the same configs and overrides.
+        runner: replaces the bundle runs (see ``run_label_efficiency``; for tests).
+
+    Returns:
+        ``{"results": path of results.md, "tasks": {task: {"csv", "plot", "table", "rows"}}}``.
+
+    Raises:
+        ValueError: an unknown task or arm.
+        FileNotFoundError: a task's data set or the weights do not exist.
+    """
+    unknown = [t for t in tasks if t not in TASKS]
+    if unknown:
+        raise ValueError(f"unknown tasks {unknown}; the study's tasks are {list(TASKS)}")
+    out = Path(output_dir).resolve()
+    report: dict[str, Any] = {"tasks": {}}
+    sections = []
+    for name in tasks:
+        task = TASKS[name]
+        data = Path(sources) / task.source
+        if not (data / "datalist.json").is_file():
+            raise FileNotFoundError(f"task {name}: no prepared data set at {data} (datalist.json; see the prepare / corpus commands)")
+        common = {
+            "dataset_dir": str(data.resolve()), "max_epochs": int(max_epochs), "batch_size": int(batch_size),
+            "image_size": _image_size(task.bundle, image_size), "val_interval": int(val_interval),
+            "num_workers": 0, "num_threads": 1, "cache_rate": 1.0, **task.overrides, **dict(overrides or {}),
+        }
+        extra = config_files.get(task.bundle, ()) if isinstance(config_files, Mapping) else config_files
+        result = run_label_efficiency(
+            task.bundle, out / name, ratios=list(ratios), seeds=list(seeds),
+            pretrained=study_arms(task, weights, arms, ablation, ablation_ratios),
+            config_files=list(extra), overrides=common, metrics=[task.metric], resume=resume, runner=runner,
+            title=f"{name}: {max_epochs} epochs, {image_size} px",
+        )
+        table = markdown_table(result["rows"], task.metric)
+        settings = f"{max_epochs} epochs, {image_size} px, batch {batch_size}, seeds {list(seeds)}; {len(result['rows'])} runs"
+        for key, what in (("wall_s", "wall"), ("cpu_s", "CPU")):
+            times = [float(r[key]) for r in result["rows"] if r.get(key) is not None]
+            if times:
+                settings += f", {sum(times) / 60:.1f} min {what} ({max(times):.0f} s the longest)"
+        section = (f"### {name}: {task.title or task.bundle}\n\n{settings}. Test list: `{data / 'datalist.json'}` `test`.\n\n"
+                   f"{table}\n\n![{name}]({name}/label_efficiency.png)\n")
+        _write_text(out / name / "table.md", section)
+        sections.append(section)
+        report["tasks"][name] = {"csv": result["csv"], "plot": result["plot"], "table": str(out / name / "table.md"),
+                                 "rows": result["rows"]}
+        logger.info("%s:\n%s", name, table)
+    header = (f"## Label efficiency: `{Path(weights).name}`\n\nMean ± standard deviation over seeds; the rows "
+              "`arm - random` are paired differences (same seed, same label subset).\n\n")
+    _write_text(out / "results.md", header + "\n".join(sections))
+    report["results"] = str(out / "results.md")
+    return report
