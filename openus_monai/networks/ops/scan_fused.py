@@ -11,6 +11,12 @@ The kernel is plain C99 with no PyTorch headers: it is compiled with the system 
 ``cc``) into ``$OPENUS_KERNEL_CACHE`` (default ``~/.cache/openus_monai``) in about a second, loaded with
 :mod:`ctypes`, and reused by later processes. Without a compiler the backend is simply unavailable and the
 pure-PyTorch path is used. Nothing is downloaded.
+
+To PyTorch the kernel is two custom ops, ``openus_monai::fused_selective_scan`` and its backward
+``openus_monai::fused_selective_scan_backward`` (``torch.library.custom_op``, fake implementations for shapes,
+the backward registered as the forward's autograd), registered on import: ``torch.compile`` and
+``torch.export`` see one op per call instead of a graph break, and a saved ``.pt2`` calls them again once
+``openus_monai`` is imported.
 """
 
 from __future__ import annotations
@@ -164,9 +170,6 @@ def _ustrides(u: torch.Tensor, length: int, k: int, dim: int) -> tuple[int, int,
     return (length * dim, dim, 0) if u.dim() == 3 else (length * k * dim, k * dim, dim)
 
 
-# One op to dispatchers, tracers and compilers (torch.compile, torch.export): ``openus_monai::fused_selective_scan``.
-# The kernel's float32, contiguous inputs; returns ``y`` and, if ``save_states``, the states ``hs``
-# ``[B, K, L, N, D]`` its backward reads (else an empty tensor).
 @torch.library.custom_op("openus_monai::fused_selective_scan", mutates_args=(), device_types="cpu")
 def _scan_op(
     u: torch.Tensor,
@@ -182,6 +185,17 @@ def _scan_op(
     order: int,
     save_states: bool,
 ) -> tuple[torch.Tensor, torch.Tensor]:
+    """The forward kernel as one op to dispatchers and compilers (``torch.compile``, ``torch.export``).
+
+    Args:
+        u, dt, bias, A, B, C, D: float32 tensors as :func:`fused_scan` takes them (``bias``, ``D`` ``[K, D]``, never None).
+        softplus, height, width: as :func:`fused_scan`.
+        order: 0 SS2D's four cross directions, 1 every direction in index order.
+        save_states: keep the states for the backward (:func:`_scan_backward_op`).
+
+    Returns:
+        ``y`` shaped like ``u``, and the states ``hs`` ``[B, K, L, N, D]`` (empty unless ``save_states``).
+    """
     lib = _library()
     batch, length, k, dim = dt.shape
     n = A.shape[-1]
@@ -208,8 +222,6 @@ def _(u, dt, bias, A, B, C, D, softplus, height, width, order, save_states):
     return torch.empty_like(u, memory_format=torch.contiguous_format), hs
 
 
-# The backward pass, also one op (so that compiled and exported backward graphs call the kernel too).
-# Returns the gradients of ``u, dt, bias, A, B, C, D``, shaped like them.
 @torch.library.custom_op("openus_monai::fused_selective_scan_backward", mutates_args=(), device_types="cpu")
 def _scan_backward_op(
     u: torch.Tensor,
@@ -226,6 +238,16 @@ def _scan_backward_op(
     width: int,
     order: int,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The backward kernel, also one op (compiled and exported backward graphs call the kernel too).
+
+    Args:
+        u, dt, bias, A, B, C, D, softplus, height, width, order: the forward op's.
+        hs: the states the forward op saved, ``[B, K, L, N, D]``.
+        gy: the gradient of ``y``, shaped like ``u``.
+
+    Returns:
+        the gradients of ``u, dt, bias, A, B, C, D``, shaped like them.
+    """
     lib = _library()
     batch, length, k, dim = dt.shape
     n = A.shape[-1]
