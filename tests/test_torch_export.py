@@ -1,7 +1,7 @@
 """``torch.export`` (``.pt2``) of the classification and segmentation networks (``tiny.json``): one program with
 dynamic height and width, saved and loaded with ``torch.export.save`` / ``load``, equal to eager within 1e-4 at
 two sizes. With the fused CPU scan forced (``OPENUS_SCAN_BACKEND=fused_cpu``) the program holds one
-``openus_monai::fused_selective_scan`` op per SS2D (loading it needs ``import openus_monai``); with the default
+``openus_monai::fused_selective_scan`` op per SS2D (loading it needs ``import openus_monai.networks``); with the default
 loop-free ``graph`` scan the program guards the chunk count of the smallest maps (a known limitation)."""
 
 from __future__ import annotations

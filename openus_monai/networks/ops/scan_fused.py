@@ -16,7 +16,7 @@ To PyTorch the kernel is two custom ops, ``openus_monai::fused_selective_scan`` 
 ``openus_monai::fused_selective_scan_backward`` (``torch.library.custom_op``, fake implementations for shapes,
 the backward registered as the forward's autograd), registered on import: ``torch.compile`` and
 ``torch.export`` see one op per call instead of a graph break, and a saved ``.pt2`` calls them again once
-``openus_monai`` is imported.
+``openus_monai.networks`` is imported.
 """
 
 from __future__ import annotations
