@@ -11,6 +11,12 @@ The kernel is plain C99 with no PyTorch headers: it is compiled with the system 
 ``cc``) into ``$OPENUS_KERNEL_CACHE`` (default ``~/.cache/openus_monai``) in about a second, loaded with
 :mod:`ctypes`, and reused by later processes. Without a compiler the backend is simply unavailable and the
 pure-PyTorch path is used. Nothing is downloaded.
+
+To PyTorch the kernel is two custom ops, ``openus_monai::fused_selective_scan`` and its backward
+``openus_monai::fused_selective_scan_backward`` (``torch.library.custom_op``, fake implementations for shapes,
+the backward registered as the forward's autograd), registered on import: ``torch.compile`` and
+``torch.export`` see one op per call instead of a graph break, and a saved ``.pt2`` calls them again once
+``openus_monai.networks`` is imported.
 """
 
 from __future__ import annotations
@@ -120,6 +126,7 @@ def _library() -> ctypes.CDLL | None:
         return _state["lib"]
 
 
+@torch.compiler.assume_constant_result  # torch.compile: a constant, not a graph break on the lock inside
 def fused_scan_available() -> bool:
     """Whether the fused CPU kernel is built (building it now if needed)."""
     return _library() is not None
@@ -158,69 +165,132 @@ def _ptr(t: torch.Tensor | None) -> int | None:
     return None if t is None else t.data_ptr()
 
 
-class _FusedScan(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, u, dt, bias, A, B, C, D, softplus: bool, height: int, width: int, order: int):
-        lib = _library()
-        batch, length, k, dim = dt.shape
-        n = A.shape[-1]
-        u32 = u.float().contiguous()
-        shared = u32.dim() == 3  # one input for all K directions, summed output (SS2D)
-        ustrides = (length * dim, dim, 0) if shared else (length * k * dim, k * dim, dim)
-        dt32, B32, C32 = (t.float().contiguous() for t in (dt, B, C))
-        bias32 = u32.new_zeros(k, dim) if bias is None else bias.float().contiguous()
-        A32 = A.float().transpose(1, 2).contiguous()  # [K, N, D]: channels contiguous
-        D32 = u32.new_zeros(k, dim) if D is None else D.float().contiguous()  # the kernel always reads a skip
-        y = torch.zeros_like(u32)
-        hs = u32.new_empty(batch, k, length, n, dim) if any(ctx.needs_input_grad) else None
-        _run(
-            lib.openus_scan_fwd,
-            _tasks(batch, dim),
-            lambda i, t: (
-                _ptr(u32), *ustrides, _ptr(dt32), _ptr(bias32), int(softplus), _ptr(A32), _ptr(B32), _ptr(C32), _ptr(D32),
-                _ptr(y), _ptr(hs), k, dim, n, height, width, order, *t,
-            ),
-        )
-        ctx.save_for_backward(u32, dt32, bias32, A32, B32, C32, D32, hs)
-        ctx.meta = (softplus, height, width, order, ustrides, u.dtype)
-        return y.to(u.dtype)
+def _ustrides(u: torch.Tensor, length: int, k: int, dim: int) -> tuple[int, int, int]:
+    """The kernel's (batch, token, direction) strides of ``u``: ``[B, L, D]`` is read by all ``K`` directions."""
+    return (length * dim, dim, 0) if u.dim() == 3 else (length * k * dim, k * dim, dim)
 
-    @staticmethod
-    def backward(ctx, gy):
-        lib = _library()
-        u32, dt32, bias32, A32, B32, C32, D32, hs = ctx.saved_tensors
-        softplus, height, width, order, ustrides, dtype = ctx.meta
-        batch, length, k, dim = dt32.shape
-        n = A32.shape[1]
-        gy32 = gy.float().contiguous()
-        tasks = _tasks(batch, dim)
-        gu, gdt = torch.zeros_like(u32), torch.empty_like(dt32)
-        gA = u32.new_zeros(batch, k, n, dim)
-        gD, gbias = u32.new_zeros(batch, k, dim), u32.new_zeros(batch, k, dim)
-        gB, gC = (u32.new_zeros(len(tasks), *B32.shape) for _ in range(2))  # one copy per task: no races
-        _run(
-            lib.openus_scan_bwd,
-            tasks,
-            lambda i, t: (
-                _ptr(u32), *ustrides, _ptr(dt32), _ptr(bias32), int(softplus), _ptr(A32), _ptr(B32), _ptr(C32), _ptr(D32),
-                _ptr(hs), _ptr(gy32), _ptr(gu), _ptr(gdt), _ptr(gA), _ptr(gB[i]), _ptr(gC[i]), _ptr(gD), _ptr(gbias),
-                k, dim, n, height, width, order, *t,
-            ),
-        )
-        needs = ctx.needs_input_grad
-        return (
-            gu.to(dtype),
-            gdt,
-            gbias.sum(0) if needs[2] else None,
-            gA.sum(0).transpose(1, 2),
-            gB.sum(0),
-            gC.sum(0),
-            gD.sum(0) if needs[6] else None,
-            None,
-            None,
-            None,
-            None,
-        )
+
+@torch.library.custom_op("openus_monai::fused_selective_scan", mutates_args=(), device_types="cpu")
+def _scan_op(
+    u: torch.Tensor,
+    dt: torch.Tensor,
+    bias: torch.Tensor,
+    A: torch.Tensor,
+    B: torch.Tensor,
+    C: torch.Tensor,
+    D: torch.Tensor,
+    softplus: bool,
+    height: int,
+    width: int,
+    order: int,
+    save_states: bool,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The forward kernel as one op to dispatchers and compilers (``torch.compile``, ``torch.export``).
+
+    Args:
+        u, dt, bias, A, B, C, D: float32 tensors as :func:`fused_scan` takes them (``bias``, ``D`` ``[K, D]``, never None).
+        softplus, height, width: as :func:`fused_scan`.
+        order: 0 SS2D's four cross directions, 1 every direction in index order.
+        save_states: keep the states for the backward (:func:`_scan_backward_op`).
+
+    Returns:
+        ``y`` shaped like ``u``, and the states ``hs`` ``[B, K, L, N, D]`` (empty unless ``save_states``).
+    """
+    lib = _library()
+    batch, length, k, dim = dt.shape
+    n = A.shape[-1]
+    u, dt, bias, B, C, D = (t.contiguous() for t in (u, dt, bias, B, C, D))
+    A_t = A.transpose(1, 2).contiguous()  # [K, N, D]: channels contiguous
+    y = torch.zeros_like(u)
+    hs = u.new_empty(batch, k, length, n, dim) if save_states else u.new_empty(0)
+    strides = _ustrides(u, length, k, dim)
+    _run(
+        lib.openus_scan_fwd,
+        _tasks(batch, dim),
+        lambda i, t: (
+            _ptr(u), *strides, _ptr(dt), _ptr(bias), int(softplus), _ptr(A_t), _ptr(B), _ptr(C), _ptr(D),
+            _ptr(y), _ptr(hs) if save_states else None, k, dim, n, height, width, order, *t,
+        ),
+    )
+    return y, hs
+
+
+@_scan_op.register_fake
+def _(u, dt, bias, A, B, C, D, softplus, height, width, order, save_states):
+    batch, length, k, dim = dt.shape
+    hs = u.new_empty(batch, k, length, A.shape[-1], dim) if save_states else u.new_empty(0)
+    return torch.empty_like(u, memory_format=torch.contiguous_format), hs
+
+
+@torch.library.custom_op("openus_monai::fused_selective_scan_backward", mutates_args=(), device_types="cpu")
+def _scan_backward_op(
+    u: torch.Tensor,
+    dt: torch.Tensor,
+    bias: torch.Tensor,
+    A: torch.Tensor,
+    B: torch.Tensor,
+    C: torch.Tensor,
+    D: torch.Tensor,
+    hs: torch.Tensor,
+    gy: torch.Tensor,
+    softplus: bool,
+    height: int,
+    width: int,
+    order: int,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The backward kernel, also one op (compiled and exported backward graphs call the kernel too).
+
+    Args:
+        u, dt, bias, A, B, C, D, softplus, height, width, order: the forward op's.
+        hs: the states the forward op saved, ``[B, K, L, N, D]``.
+        gy: the gradient of ``y``, shaped like ``u``.
+
+    Returns:
+        the gradients of ``u, dt, bias, A, B, C, D``, shaped like them.
+    """
+    lib = _library()
+    batch, length, k, dim = dt.shape
+    n = A.shape[-1]
+    u, dt, bias, B, C, D, hs, gy = (t.contiguous() for t in (u, dt, bias, B, C, D, hs, gy))
+    A_t = A.transpose(1, 2).contiguous()
+    tasks = _tasks(batch, dim)
+    gu, gdt = torch.zeros_like(u), torch.empty_like(dt)
+    gA = u.new_zeros(batch, k, n, dim)
+    gD, gbias = u.new_zeros(batch, k, dim), u.new_zeros(batch, k, dim)
+    gB, gC = (u.new_zeros(len(tasks), *B.shape) for _ in range(2))  # one copy per task: no races
+    strides = _ustrides(u, length, k, dim)
+    _run(
+        lib.openus_scan_bwd,
+        tasks,
+        lambda i, t: (
+            _ptr(u), *strides, _ptr(dt), _ptr(bias), int(softplus), _ptr(A_t), _ptr(B), _ptr(C), _ptr(D),
+            _ptr(hs), _ptr(gy), _ptr(gu), _ptr(gdt), _ptr(gA), _ptr(gB[i]), _ptr(gC[i]), _ptr(gD), _ptr(gbias),
+            k, dim, n, height, width, order, *t,
+        ),
+    )
+    return gu, gdt, gbias.sum(0), gA.sum(0).transpose(1, 2).contiguous(), gB.sum(0), gC.sum(0), gD.sum(0)
+
+
+@_scan_backward_op.register_fake
+def _(u, dt, bias, A, B, C, D, hs, gy, softplus, height, width, order):
+    return tuple(torch.empty_like(t, memory_format=torch.contiguous_format) for t in (u, dt, bias, A, B, C, D))
+
+
+def _setup_context(ctx, inputs, output) -> None:
+    u, dt, bias, A, B, C, D, softplus, height, width, order, save_states = inputs
+    ctx.save_for_backward(u, dt, bias, A, B, C, D, output[1])
+    ctx.meta = (softplus, height, width, order, save_states)
+
+
+def _backward(ctx, gy, _ghs):
+    softplus, height, width, order, save_states = ctx.meta
+    if not save_states:
+        raise RuntimeError("the fused scan ran without saving its states (save_states=False): it has no backward")
+    grads = _scan_backward_op(*ctx.saved_tensors, gy, softplus, height, width, order)
+    return (*grads, None, None, None, None, None)
+
+
+_scan_op.register_autograd(_backward, setup_context=_setup_context)
 
 
 def fused_scan(
@@ -257,7 +327,7 @@ def fused_scan(
     Returns:
         ``[B, L, D]`` (shared ``u``) or ``[B, L, K, D]``, in ``u.dtype``.
     """
-    if _library() is None:
+    if not fused_scan_available():
         raise RuntimeError(f"the fused CPU selective scan is unavailable: {fused_scan_error()}")
     if A.shape[-1] > MAX_STATE:
         raise ValueError(f"the fused CPU selective scan supports d_state <= {MAX_STATE}, got {A.shape[-1]}")
@@ -267,7 +337,14 @@ def fused_scan(
         raise ValueError(f"delta has {delta.shape[1]} positions, the grid {height} x {width} has {height * width}")
     if any(t.device.type != "cpu" for t in (u, delta, A, B, C)):
         raise RuntimeError("the fused CPU selective scan runs on CPU tensors only")
-    return _FusedScan.apply(u, delta, delta_bias, A, B, C, D, delta_softplus, height, width, 0 if cross else 1)
+    dims = delta.shape[2], delta.shape[3]
+    u32, dt32, A32, B32, C32 = (t.float().contiguous() for t in (u, delta, A, B, C))
+    bias32 = u32.new_zeros(dims) if delta_bias is None else delta_bias.float().contiguous()
+    D32 = u32.new_zeros(dims) if D is None else D.float().contiguous()  # the kernel always reads a skip and a bias
+    tensors = (u32, dt32, bias32, A32, B32, C32, D32)
+    save_states = torch.is_grad_enabled() and any(t.requires_grad for t in tensors)
+    y, _ = _scan_op(*tensors, delta_softplus, height, width, 0 if cross else 1, save_states)
+    return y.to(u.dtype)
 
 
 def selective_scan_fused_cpu(inputs: ScanInputs) -> torch.Tensor:

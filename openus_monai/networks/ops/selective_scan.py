@@ -29,14 +29,15 @@ SCAN_BACKENDS: dict[str, ScanBackend] = {
 def available_backends(device: torch.device | str = "cpu") -> list[str]:
     """Backends that can run on ``device`` in this environment, fastest first."""
     device = torch.device(device)
-    if torch.compiler.is_exporting():  # torch.export (and the ONNX exporter on it): one graph for every length
-        return ["graph", "torch", "reference"]
+    # the fused kernel is one custom op (openus_monai::fused_selective_scan) to torch.compile and torch.export,
+    # but a TorchScript tracer or scripting compiler cannot call it: they get the pure-PyTorch scan
+    fused = ["fused_cpu"] if device.type == "cpu" and not (torch.jit.is_tracing() or torch.jit.is_scripting()) and fused_scan_available() else []
+    if torch.compiler.is_exporting():  # torch.export (and the ONNX exporter on it): one portable graph for every length
+        return ["graph"] + fused + ["torch", "reference"]
     if device.type == "cuda":
         names = ["mamba_ssm"] if HAS_MAMBA_SSM else []
     else:
-        # tracers and compilers cannot see inside the C kernel: they get the pure-PyTorch scan
-        graph_capture = torch.jit.is_tracing() or torch.jit.is_scripting() or torch.compiler.is_compiling()
-        names = ["fused_cpu"] if device.type == "cpu" and not graph_capture and fused_scan_available() else []
+        names = fused
     return names + ["torch", "reference"]
 
 
@@ -60,7 +61,7 @@ def resolve_backend(device: torch.device | str, backend: str | None = None) -> s
             elif fused_scan_error():
                 why = f"the kernel could not be built ({fused_scan_error()})"
             else:
-                why = "a tracer or compiler is capturing the graph and cannot see inside the C kernel"
+                why = "a TorchScript tracer or scripting compiler is capturing the graph and cannot call the C kernel"
         else:
             why = "mamba-ssm's compiled 'selective_scan_cuda' is not importable" if not HAS_MAMBA_SSM else "it runs on CUDA tensors only"
         raise RuntimeError(f"selective-scan backend {name!r} was forced but cannot run on {torch.device(device)}: {why}")
