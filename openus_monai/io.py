@@ -14,7 +14,6 @@ import logging
 import os
 import pickle
 import re
-import tempfile
 import uuid
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -59,17 +58,10 @@ def atomic_torch_save(obj: Any, path: str | os.PathLike) -> Path:
         ``path`` as a :class:`~pathlib.Path`.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=TEMP_SUFFIX, dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:  # the usual permissions (mkstemp's 0600 is not)
+        torch.save(obj, f)
+        f.flush()
+        os.fsync(f.fileno())
     try:  # make the rename itself durable (POSIX; a no-op where directories cannot be opened)
         dir_fd = os.open(path.parent, os.O_RDONLY)
     except OSError:
