@@ -293,7 +293,7 @@ class OpenUSCLI:
         self,
         weights: str,
         output_dir: str = "runs/foundation_study",
-        sources: str = "../runs/corpus/sources",
+        sources: str = "runs/corpus/sources",
         tasks: str | tuple = ("busi_seg", "busi_cls", "ddti_seg", "usgra_seg"),
         arms: str | tuple = ("openus", "openus_frozen", "random", "baseline"),
         ratios: float | tuple = 0.1,
