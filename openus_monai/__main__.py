@@ -295,7 +295,7 @@ class OpenUSCLI:
         output_dir: str = "runs/foundation_study",
         sources: str = "runs/corpus/sources",
         tasks: str | tuple = ("busi_seg", "busi_cls", "ddti_seg", "usgra_seg"),
-        arms: str | tuple = ("openus", "openus_frozen", "random", "baseline"),
+        arms: str | tuple = ("openus", "openus_frozen", "random", "random_frozen", "baseline"),
         ratios: float | tuple = 0.1,
         seeds: int | tuple = (0, 1, 2),
         max_epochs: int = 12,
@@ -318,7 +318,7 @@ class OpenUSCLI:
             output_dir: study folder; finished runs in it are reused (resume).
             sources: prepared data sets, one folder per task's source (the corpus command's sources/).
             tasks: of busi_seg, busi_cls, ddti_seg, usgra_seg.
-            arms: of openus (fine-tuned), openus_frozen, random (same encoder, random init), baseline
+            arms: of openus (fine-tuned), openus_frozen, random (same encoder, random init), random_frozen (its frozen control), baseline
                 (BasicUNet / DenseNet121), ablation (needs --ablation).
             ratios: label ratios, e.g. "[0.1,0.25,1.0]".
             seeds: seeds, e.g. "[0,1,2]".

@@ -62,7 +62,7 @@ def test_study_arms_options_and_resume(tmp_path):
 
     def runner(run, train_cfgs, eval_cfgs, overrides):
         calls.append((run, train_cfgs, overrides))
-        score = {"openus": 0.7, "openus_frozen": 0.6, "random": 0.5, "ablation": 0.55}.get(run.name, 0.4) + 0.01 * run.seed
+        score = {"openus": 0.7, "openus_frozen": 0.6, "random": 0.5, "random_frozen": 0.45, "ablation": 0.55}.get(run.name, 0.4) + 0.01 * run.seed
         Path(overrides["output_dir"]).mkdir(parents=True)
         (Path(overrides["output_dir"]) / "metrics.json").write_text(json.dumps({"dice": score, "accuracy": score, "n_images": 3}))
 
@@ -70,16 +70,16 @@ def test_study_arms_options_and_resume(tmp_path):
     kwargs = dict(tasks=["busi_seg", "busi_cls"], ratios=[0.1, 0.25], seeds=[0, 1], max_epochs=3, image_size=48,
                   ablation=ablation)
     result = run_foundation_study(weights, tmp_path / "study", sources, runner=runner, **kwargs)
-    # 2 tasks x (4 arms x 2 ratios + ablation x 1 ratio) x 2 seeds
-    assert len(calls) == 2 * (4 * 2 + 1) * 2
+    # 2 tasks x (5 arms x 2 ratios + ablation x 1 ratio) x 2 seeds
+    assert len(calls) == 2 * (5 * 2 + 1) * 2
     for run, train_cfgs, o in calls:
         cls = "openus_cls" in train_cfgs[0]
         assert o["max_epochs"] == 3 and o["num_threads"] == 1 and o["dataset_dir"] == str((sources / "busi").resolve())
         assert o["image_size"] == (48 if cls else [48, 48])
-        assert o.get("freeze_encoder", False) is (run.name == "openus_frozen")
+        assert o.get("freeze_encoder", False) is (run.name in ("openus_frozen", "random_frozen"))
         assert (o["pretrained"], o["init"]) == {
             "openus": (str(weights), "pretrained"), "openus_frozen": (str(weights), "pretrained"),
-            "random": (str(weights), "random"), "ablation": (str(ablation), "pretrained"),
+            "random": (str(weights), "random"), "random_frozen": (str(weights), "random"), "ablation": (str(ablation), "pretrained"),
         }.get(run.name, (None, "pretrained"))
         baseline = "densenet121" if cls else "basicunet"
         assert (run.name == baseline) == train_cfgs[-1].endswith(f"configs/baselines/{baseline}.json")
@@ -89,6 +89,7 @@ def test_study_arms_options_and_resume(tmp_path):
     assert "| basicunet | 0.405 ± 0.007 | 0.405 ± 0.007 |" in table
     assert "| **openus - random** | +0.200 ± 0.000 | +0.200 ± 0.000 |" in table
     assert "| **ablation - random** | +0.050 ± 0.000 | - |" in table
+    assert "| **openus_frozen - random_frozen** | +0.150 ± 0.000 | +0.150 ± 0.000 |" in table  # its own control
     assert "| densenet121 |" in Path(result["tasks"]["busi_cls"]["table"]).read_text()
     combined = Path(result["results"]).read_text()
     assert "### busi_seg" in combined and "### busi_cls" in combined and "busi_cls/label_efficiency.png" in combined

@@ -88,15 +88,18 @@ TASKS: dict[str, StudyTask] = {
 }
 
 #: the arms, in table order; ``baseline`` is the task's MONAI network, ``ablation`` needs an ablation checkpoint
-ARMS: tuple[str, ...] = ("openus", "openus_frozen", "random", "baseline", "ablation")
-#: the arms the differences are taken against ``random`` for
-_PRETRAINED_ARMS = ("openus", "openus_frozen", "ablation")
+ARMS: tuple[str, ...] = ("openus", "openus_frozen", "random", "random_frozen", "baseline", "ablation")
+#: the arms a study runs unless told otherwise (the ablation needs its own checkpoint)
+DEFAULT_ARMS: tuple[str, ...] = ARMS[:5]
+#: each pretrained arm's own control (same architecture, random weights, same freezing); ``random`` where the
+#: table has no such arm
+_CONTROLS = {"openus": "random", "openus_frozen": "random_frozen", "ablation": "random"}
 
 
 def study_arms(
     task: StudyTask,
     weights: str | os.PathLike,
-    arms: Sequence[str] = ARMS[:4],
+    arms: Sequence[str] = DEFAULT_ARMS,
     ablation: str | os.PathLike | None = None,
     ablation_ratios: Sequence[float] = (0.1,),
 ) -> dict[str, dict[str, Any]]:
@@ -125,6 +128,7 @@ def study_arms(
         "openus": ("openus", {"pretrained": str(weights)}),
         "openus_frozen": ("openus_frozen", {"pretrained": str(weights), "freeze_encoder": True}),
         "random": ("random", {"pretrained": RANDOM_PREFIX + str(weights)}),
+        "random_frozen": ("random_frozen", {"pretrained": RANDOM_PREFIX + str(weights), "freeze_encoder": True}),
         "baseline": (task.baseline_name, {"config_file": task.baseline}),
         "ablation": ("ablation", {"pretrained": str(ablation), "ratios": [float(r) for r in ablation_ratios]}),
     }
@@ -178,13 +182,14 @@ def markdown_table(rows: Sequence[Mapping[str, Any]], metric: str, control: str 
     """The study as a Markdown table: one row per arm, one column per label ratio, ``mean ± std`` over seeds.
 
     Below the arms, one row per pretrained arm (``openus``, ``openus_frozen``, ``ablation``, where present)
-    with the paired difference ``arm - control`` (mean ± std over seeds). A cell over fewer seeds than the
-    most any cell has says ``(n=K)``; a missing cell is ``-``.
+    with the paired difference to its own control (mean ± std over seeds): ``openus_frozen - random_frozen`` where
+    the frozen control ran, else ``arm - control``. A cell over fewer seeds than the most any cell has says
+    ``(n=K)``; a missing cell is ``-``.
 
     Args:
         rows: the study's rows (``name``, ``label_ratio``, ``seed``, the metric), e.g. :func:`read_study_csv`.
         metric: the metric to tabulate.
-        control: the arm the differences are taken against.
+        control: the arm the differences are taken against where an arm's own control is absent.
 
     Returns:
         the table (no trailing newline).
@@ -197,10 +202,11 @@ def markdown_table(rows: Sequence[Mapping[str, Any]], metric: str, control: str 
              "|---|" + "---|" * len(ratios)]
     for name in names:
         lines.append(f"| {name} | " + " | ".join(_cell(summary.get((name, r)), metric, n_expected) for r in ratios) + " |")
-    if control in names:
-        for arm in [a for a in _PRETRAINED_ARMS if a in names]:
-            diffs = {(s["name"], s["label_ratio"]): s for s in summarize_runs(difference_rows(rows, metric, arm, control), [metric])}
-            label = f"{arm} - {control}"
+    for arm in [a for a in _CONTROLS if a in names]:
+        own = _CONTROLS[arm] if _CONTROLS[arm] in names else control
+        if own in names:
+            diffs = {(s["name"], s["label_ratio"]): s for s in summarize_runs(difference_rows(rows, metric, arm, own), [metric])}
+            label = f"{arm} - {own}"
             lines.append(f"| **{label}** | " + " | ".join(_cell(diffs.get((label, r)), metric, n_expected, signed=True) for r in ratios) + " |")
     return "\n".join(lines)
 
@@ -220,7 +226,7 @@ def run_foundation_study(
     output_dir: str | os.PathLike,
     sources: str | os.PathLike,
     tasks: Sequence[str] = tuple(TASKS),
-    arms: Sequence[str] = ARMS[:4],
+    arms: Sequence[str] = DEFAULT_ARMS,
     ratios: Sequence[float] = (0.1,),
     seeds: Sequence[int] = (0, 1, 2),
     max_epochs: int = 12,
