@@ -390,3 +390,27 @@ def test_missing_listed_file_left_to_the_validator(tmp_path, source):
     kept_images = [e["image"] for split in ("training", "validation", "test") for e in kept[split]]
     assert str(missing) not in kept_images and len(kept_images) == len(rows) - 1
     assert [r["path"] for r in report.write()] == [str(missing)]
+
+
+def test_a_datalist_file_is_a_dataset_dir_and_the_pretraining_bundles_datalist(tmp_path):
+    """A MONAI datalist ``.json`` (e.g. the corpus command's) is read as it is, relative paths from its folder:
+    as ``dataset_dir`` of any bundle, and as the pretraining bundle's ``--datalist``."""
+    from monai.bundle import ConfigParser
+
+    from _helpers import REPO, demo_dataset, scratch_outputs
+
+    images = sorted((demo_dataset(tmp_path / "demo", n=6, size=32) / "images").glob("*.png"))[:3]
+    listed = tmp_path / "corpus" / "my_corpus.json"
+    listed.parent.mkdir()
+    listed.write_text(json.dumps({"pretraining": [{"image": os.path.relpath(p, listed.parent)} for p in images]}))
+    from openus_monai.data.datalist import read_records
+
+    records = read_records(listed, "pretraining")
+    assert [r["image"] for r in records] == [str(p.resolve()) for p in images]
+
+    parser = ConfigParser()
+    parser.read_config(str(REPO / "bundles" / "openus_pretrain" / "configs" / "train.json"))
+    parser.update(scratch_outputs({"datalist": str(listed), "bundle_root": str(REPO / "bundles" / "openus_pretrain")}))
+    entries = parser.get_parsed_content("train#datalist")
+    assert [Path(e["image"]).resolve() for e in entries] == [p.resolve() for p in images]
+    assert [e["index"] for e in entries] == [0, 1, 2]

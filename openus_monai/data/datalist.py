@@ -23,12 +23,12 @@ def read_records(dataset_dir: str | os.PathLike, task: str, check_exists: bool =
     Sources, first match wins:
 
     1. ``datalist.json`` (MONAI datalist; for segmentation ``label`` is the mask path, for
-       classification the class name);
+       classification the class name), or ``dataset_dir`` itself when it is a ``.json`` datalist file;
     2. ``labels.csv`` (columns ``image``, optional ``mask``, ``label``, ``split``);
     3. classification: class-named sub-folders of images; pretraining: every image below the folder.
 
     Args:
-        dataset_dir: the data set folder.
+        dataset_dir: the data set folder, or a MONAI datalist ``.json`` file.
         task: one of :data:`TASKS`.
         check_exists: refuse a listed file that does not exist; False leaves that to a later check
             (:func:`~openus_monai.data.validate_datalist`, which can skip and report it).
@@ -44,9 +44,13 @@ def read_records(dataset_dir: str | os.PathLike, task: str, check_exists: bool =
     if task not in TASKS:
         raise ValueError(f"task must be one of {TASKS}, got {task!r}.")
     root = Path(dataset_dir).expanduser()
-    if not root.is_dir():
+    if root.is_file() and root.suffix.lower() == ".json":  # a MONAI datalist file itself (e.g. corpus's datalist.json)
+        root, json_path = root.parent, root
+    elif not root.is_dir():
         raise FileNotFoundError(f"dataset_dir {root} does not exist or is not a folder.")
-    json_path, csv_path = root / "datalist.json", root / "labels.csv"
+    else:
+        json_path = root / "datalist.json"
+    csv_path = root / "labels.csv"
     if json_path.is_file():
         logger.info("reading %s for %s", json_path, task)
         prepared = _prepared_records(json_path, task)

@@ -45,8 +45,11 @@ def is_demo_request(dataset_dir: str | os.PathLike | None) -> bool:
 
 
 def has_dataset(dataset_dir: str | os.PathLike) -> bool:
-    """Whether the folder holds ``datalist.json``, ``labels.csv`` or any image file (recursive)."""
+    """Whether the folder holds ``datalist.json``, ``labels.csv`` or any image file (recursive), or is itself a
+    ``.json`` datalist file."""
     root = Path(dataset_dir)
+    if root.is_file():
+        return root.suffix.lower() == ".json"
     if not root.is_dir():
         return False
     if (root / "datalist.json").is_file() or (root / "labels.csv").is_file():
@@ -75,8 +78,8 @@ def check_dataset_dir(dataset_dir: str | os.PathLike) -> Path:
     hint = f"(leave dataset_dir empty, or set it to '{DEMO_NAME}', to use the generated demo data instead)"
     if not root.exists():
         raise DatasetNotFoundError(f"dataset_dir {root} does not exist {hint}")
-    if not root.is_dir():
-        raise DatasetNotFoundError(f"dataset_dir {root} is not a folder {hint}")
+    if not root.is_dir() and not (root.is_file() and root.suffix.lower() == ".json"):
+        raise DatasetNotFoundError(f"dataset_dir {root} is neither a folder nor a .json datalist {hint}")
     if not has_dataset(root):
         raise DatasetNotFoundError(
             f"dataset_dir {root} holds no data set: expected datalist.json, labels.csv or image files "
