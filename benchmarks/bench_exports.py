@@ -3,8 +3,8 @@
 For ``network_def`` of a bundle's ``inference.json`` (random weights; ``--tiny`` adds ``tiny.json``), at
 ``--size`` (default the config's ``image_size``): eager PyTorch (fastest scan backend), TorchScript by
 scripting (the loop-free scan), and, with ``--onnx``, ONNX Runtime (CPU) from one ``torch.onnx`` (dynamo)
-export with dynamic height and width. Prints a Markdown table: format, export seconds, max |difference| to
-eager, median seconds per image (batch 1)::
+export at that size (an ONNX file takes the size it was exported at). Prints a Markdown table: format,
+export seconds, max |difference| to eager, median seconds per image (batch 1)::
 
     python -m benchmarks.bench_exports --bundle openus_seg --tiny --size 64 --onnx
 """
@@ -59,8 +59,7 @@ def main() -> None:
         with tempfile.TemporaryDirectory() as tmp:
             path = str(Path(tmp) / "model.onnx")
             start = time.perf_counter()
-            torch.onnx.export(net, (x,), path, input_names=["image"], output_names=["pred"], dynamo=True,
-                              dynamic_shapes=({2: torch.export.Dim.DYNAMIC, 3: torch.export.Dim.DYNAMIC},))
+            torch.onnx.export(net, (x,), path, input_names=["image"], output_names=["pred"], dynamo=True)
             export_s = time.perf_counter() - start
             options = ort.SessionOptions()
             options.intra_op_num_threads = args.threads

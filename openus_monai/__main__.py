@@ -260,7 +260,8 @@ class OpenUSCLI:
             recipes: recipe names (their CPU-scale configs), or "{'usfm': ['recipes/usfm.json', ...]}".
             pretrain_config: config(s) merged after the pretraining train.json, before each recipe's.
             pretrain_overrides: the shared pretraining budget and seed, e.g. "{'max_epochs': 5, 'seed': 0}".
-            tasks: segmentation, classification, or "{'segmentation': SEG_DIR, 'classification': CLS_DIR}".
+            tasks: segmentation, classification, or "{'segmentation': SEG_DIR, 'classification': CLS_DIR}", or per task
+                a dict of its runs' overrides, "{'segmentation': {'dataset_dir': SEG_DIR, 'image_size': [96, 96]}}".
             ratios: fine-tuning label ratios.
             seeds: fine-tuning seeds.
             config_file: config(s) merged after the downstream bundles' train.json, e.g. configs/tiny.json.

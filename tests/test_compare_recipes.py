@@ -64,3 +64,24 @@ def test_markdown_table_one_row_per_recipe():
     lines = markdown_table(summary, digits=2).splitlines()
     assert lines[0] == "| recipe | segmentation dice @0.1 (n=2) | classification macro_f1 @1 (n=2) |"
     assert lines[2:] == ["| usfm | 0.50 ± 0.25 |  |", "| openus |  | 0.75 ± 0.00 |"]
+
+
+def test_per_task_overrides_reach_only_their_task(tmp_path, monkeypatch):
+    """``tasks={task: {overrides}}``: each bundle gets its own spelling of e.g. ``image_size``, after the shared ones."""
+    import openus_monai.studies.compare_recipes as compare
+
+    seen = {}
+    monkeypatch.setattr(compare, "pretrain_recipe", lambda name, *a, **k: {"recipe": name, "backbone": f"{name}.pt"})
+
+    def fake_runs(bundle, out, overrides, **kwargs):
+        seen[bundle] = overrides
+        return {"rows": []}
+
+    monkeypatch.setattr(compare, "run_label_efficiency", fake_runs)
+    monkeypatch.setattr(compare, "plot_label_efficiency", lambda *a, **k: tmp_path / "plot.png")
+    compare.run_compare_recipes(
+        tmp_path, recipes={"usfm": []}, downstream_overrides={"max_epochs": 3, "image_size": 64},
+        tasks={"segmentation": {"dataset_dir": "seg_data", "image_size": [96, 96]}, "classification": "cls_data"},
+    )
+    assert seen["openus_seg"] == {"max_epochs": 3, "image_size": [96, 96], "dataset_dir": "seg_data"}
+    assert seen["openus_cls"] == {"max_epochs": 3, "image_size": 64, "dataset_dir": "cls_data"}

@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from monai.data import MetaTensor
 
 __all__ = ["LayerNorm2d", "Linear2d", "Mlp2d", "init_linear_and_norm", "plain_tensor"]
 
@@ -14,8 +15,11 @@ def plain_tensor(x: torch.Tensor) -> torch.Tensor:
 
     The networks strip metadata on entry: inside the scans it serves no purpose, and a batched
     ``MetaTensor`` would slice its metadata along with every index operation.
+
+    Only a ``MetaTensor`` is converted: other subclasses (e.g. the fake tensors of ``torch.export``, which a
+    conversion would turn into a constant of the exported program) pass through as they are.
     """
-    return x if type(x) is torch.Tensor else x.as_subclass(torch.Tensor)
+    return x.as_tensor() if isinstance(x, MetaTensor) else x
 
 
 class LayerNorm2d(nn.LayerNorm):

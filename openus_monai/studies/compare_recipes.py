@@ -137,7 +137,7 @@ def run_compare_recipes(
     recipes: Sequence[str] | Mapping[str, Sequence[str | os.PathLike]] = tuple(RECIPES),
     pretrain_configs: Sequence[str | os.PathLike] = (),
     pretrain_overrides: Mapping[str, Any] | None = None,
-    tasks: Mapping[str, str] | Sequence[str] = ("segmentation", "classification"),
+    tasks: Mapping[str, str | Mapping[str, Any]] | Sequence[str] = ("segmentation", "classification"),
     ratios: Sequence[float] = (0.1, 1.0),
     seeds: Sequence[int] = (0,),
     downstream_configs: Sequence[str | os.PathLike] = (),
@@ -158,8 +158,10 @@ def run_compare_recipes(
             relative to the working directory, else to the pretraining bundle's ``configs/``).
         pretrain_overrides: overrides for every pretraining, the shared budget and seed (e.g. ``{"max_epochs": 5,
             "seed": 0}``); ``dataset_dir`` is set from the argument.
-        tasks: task names of :data:`TASKS`, or ``{task: downstream dataset_dir}`` ("" = the demo data);
-            a list uses each bundle's default data (the demo data).
+        tasks: task names of :data:`TASKS`, or ``{task: downstream dataset_dir}`` ("" = the demo data), or
+            ``{task: {overrides of that task's runs}}`` (after ``downstream_overrides``; e.g. ``dataset_dir``,
+            ``image_size``, which the segmentation bundle spells ``[H, W]`` and the classification bundle as one
+            int); a list uses each bundle's default data (the demo data).
         ratios: label ratios of the fine-tuning.
         seeds: fine-tuning seeds (the spread over them is the table's ``std``).
         downstream_configs: config files merged after the downstream bundles' ``train.json`` (e.g. ``configs/tiny.json``;
@@ -197,7 +199,8 @@ def run_compare_recipes(
     summary: list[dict[str, Any]] = []
     for task, data in task_data.items():
         bundle, metrics = TASKS[task]
-        overrides = {**dict(downstream_overrides or {}), **({} if data is None else {"dataset_dir": data})}
+        own = {} if data is None else dict(data) if isinstance(data, Mapping) else {"dataset_dir": data}
+        overrides = {**dict(downstream_overrides or {}), **own}
         result = run_label_efficiency(
             bundle, out / task, ratios=list(ratios), seeds=list(seeds), pretrained=arms,
             config_files=list(downstream_configs), overrides=overrides,
