@@ -3,7 +3,8 @@
 For ``network_def`` of a bundle's ``inference.json`` (random weights; ``--tiny`` adds ``tiny.json``), at
 ``--size`` (default the config's ``image_size``): eager PyTorch (fastest scan backend), TorchScript by
 scripting (the loop-free scan), and, with ``--onnx``, ONNX Runtime (CPU) from one ``torch.onnx`` (dynamo)
-export at that size (an ONNX file takes the size it was exported at). Prints a Markdown table: format,
+export at that size (an ONNX file takes the size it was exported at; ``optimize=False``: the onnxscript optimiser
+doubles the export time and changes neither numbers nor ONNX Runtime latency). Prints a Markdown table: format,
 export seconds, max |difference| to eager, median seconds per image (batch 1)::
 
     python -m benchmarks.bench_exports --bundle openus_seg --tiny --size 64 --onnx
@@ -59,7 +60,7 @@ def main() -> None:
         with tempfile.TemporaryDirectory() as tmp:
             path = str(Path(tmp) / "model.onnx")
             start = time.perf_counter()
-            torch.onnx.export(net, (x,), path, input_names=["image"], output_names=["pred"], dynamo=True)
+            torch.onnx.export(net, (x,), path, input_names=["image"], output_names=["pred"], dynamo=True, optimize=False)
             export_s = time.perf_counter() - start
             options = ort.SessionOptions()
             options.intra_op_num_threads = args.threads
