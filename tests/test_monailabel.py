@@ -45,7 +45,7 @@ from benchmarks.bench_monailabel_load import load_test, markdown_table
 
 REPO = Path(__file__).resolve().parents[1]
 APP = REPO / "monailabel_app"
-TIMEOUT = 300  # s, per wait (the whole test takes ~240 s on 2 loaded cores)
+TIMEOUT = 300  # s, per wait (the whole test takes ~120 s on 2 loaded cores, ~45 s of it the load test and cls training)
 
 
 def _label_python() -> str | None:
