@@ -1,17 +1,25 @@
 """MONAI Label app for the OpenUS-MONAI bundles (``openus_seg`` and ``openus_cls``).
 
-Like MONAI Label's ``monaibundle`` sample app, with two differences:
+Like MONAI Label's ``monaibundle`` sample app, with three differences:
 
 - classification bundles (``format: "classes"`` in their metadata, as ``openus_cls``) are served by
   :class:`lib.infers.BundleClassificationInferTask` (no ``Restored`` post transform, JSON result with the
-  class probabilities) and get no trainer (the datastore holds label images, not class labels);
+  class probabilities);
+- every bundle gets a trainer: segmentation bundles train on the studies whose final label is a mask, a
+  classification bundle on those whose final label is a class label, a JSON file ``{"label": "<class name>"}``
+  (:mod:`lib.trainers.labels`; :class:`lib.trainers.OpenUSClassificationTrainTask` keeps the bundle's classes
+  and their order, and stops on a class name that is not one of them, naming the study);
 - bundles are only read from ``<app>/model/<name>`` (copy or link them there, with ``models/model.pt``):
   nothing is downloaded, whatever ``zoo_source`` says.
 
-Segmentation bundles get MONAI Label's ``BundleInferTask`` and a ``BundleTrainTask`` that accepts ``"@id"``
-references among the bundle's ``train#handlers`` (:class:`lib.trainers.OpenUSBundleTrainTask`)::
+Both trainers are MONAI Label's ``BundleTrainTask`` accepting ``"@id"`` references among the bundle's
+``train#handlers`` (:class:`lib.trainers.OpenUSBundleTrainTask`); each writes a new ``models/model.pt`` that
+the served network reloads::
 
     monailabel start_server --app monailabel_app --studies DIR --conf models openus_seg,openus_cls
+    curl -f -X PUT "http://127.0.0.1:8000/datastore/label?image=STUDY&tag=final" -F "label=@label.json"
+    curl -f -X POST "http://127.0.0.1:8000/train/openus_cls" -H "Content-Type: application/json" \\
+        -d '{"max_epochs": 10, "val_split": 0.2, "multi_gpu": false}'
 """
 
 import logging
@@ -19,7 +27,7 @@ import os
 from typing import Dict
 
 from lib.infers import BundleClassificationInferTask, is_classification_bundle
-from lib.trainers import OpenUSBundleTrainTask
+from lib.trainers import OpenUSBundleTrainTask, OpenUSClassificationTrainTask
 
 import monailabel
 from monailabel.interfaces.app import MONAILabelApp
@@ -51,7 +59,7 @@ def local_bundles(app_dir: str, conf: Dict[str, str]) -> Dict[str, str]:
 
 
 class MyApp(MONAILabelApp):
-    """The app: one infer task per bundle, one train task per segmentation bundle."""
+    """The app: one infer task and one train task per bundle."""
 
     def __init__(self, app_dir, studies, conf):
         self.models = local_bundles(app_dir, conf)
@@ -83,9 +91,9 @@ class MyApp(MONAILabelApp):
             return trainers
         for name, path in self.models.items():
             if is_classification_bundle(path):
-                logger.info(f"+++ No trainer for {name}: classification labels are not label images")
-                continue
-            task = OpenUSBundleTrainTask(path, self.conf)
+                task = OpenUSClassificationTrainTask(path, self.conf)
+            else:
+                task = OpenUSBundleTrainTask(path, self.conf)
             if task.is_valid():
                 logger.info(f"+++ Adding Trainer:: {name} => {task}")
                 trainers[name] = task

@@ -1,3 +1,3 @@
-from .classification import BundleClassificationInferTask, is_classification_bundle
+from .classification import BundleClassificationInferTask, bundle_class_names, is_classification_bundle
 
-__all__ = ["BundleClassificationInferTask", "is_classification_bundle"]
+__all__ = ["BundleClassificationInferTask", "bundle_class_names", "is_classification_bundle"]

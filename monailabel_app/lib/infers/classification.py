@@ -31,6 +31,26 @@ def is_classification_bundle(path: str) -> bool:
     return next(iter(outputs.values())).get("format") == "classes"
 
 
+def bundle_class_names(path: str, config: Any = None) -> list[str]:
+    """The classifier's class names in output order (the served network's, and the order training keeps).
+
+    ``class_names`` of the bundle's ``inference.json`` (``config``, else parsed here; the bundle reads them from
+    ``models/model.pt``) when it defines them, else the metadata's ``channel_def`` in channel order.
+    """
+    if config is None:
+        from monai.bundle import ConfigParser
+
+        config = ConfigParser()
+        config.read_config(os.path.join(path, "configs", "inference.json"))
+        config["bundle_root"] = path
+    if "class_names" in config:
+        return [str(n) for n in config.get_parsed_content("class_names")]
+    meta_file = os.path.join(path, "configs", "metadata.json")
+    with open(meta_file) as f:
+        channels = next(iter(json.load(f)["network_data_format"]["outputs"].values()))["channel_def"]
+    return [str(n) for _, n in sorted(channels.items(), key=lambda kv: int(kv[0]))]
+
+
 class BundleClassificationInferTask(BundleInferTask):
     """A classification bundle served by MONAI Label.
 
@@ -51,11 +71,7 @@ class BundleClassificationInferTask(BundleInferTask):
         super().__init__(path, conf, add_post_restore=False, **kwargs)
         if not self.is_valid():
             return
-        names = None
-        if "class_names" in self.bundle_config:
-            names = [str(n) for n in self.bundle_config.get_parsed_content("class_names")]
-        else:
-            names = [n for n, _ in sorted(self.labels.items(), key=lambda kv: kv[1])]
+        names = bundle_class_names(self.bundle_path, self.bundle_config)
         self.class_names = names
         self.labels = {n: i for i, n in enumerate(names)}
 

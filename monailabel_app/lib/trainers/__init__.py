@@ -1,3 +1,4 @@
 from .bundle import OpenUSBundleTrainTask
+from .classification import OpenUSClassificationTrainTask
 
-__all__ = ["OpenUSBundleTrainTask"]
+__all__ = ["OpenUSBundleTrainTask", "OpenUSClassificationTrainTask"]
