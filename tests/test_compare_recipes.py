@@ -4,6 +4,7 @@ fine-tuned the same way; the same seeds give the same table twice, and a finishe
 from __future__ import annotations
 
 import csv
+import json
 import os
 
 import pytest
@@ -53,17 +54,35 @@ def test_same_seeds_give_the_same_table_twice_and_a_finished_study_resumes(demo,
     stamp = os.path.getmtime(first["pretraining"][0]["backbone"])  # resume: nothing trains again
     again = _compare(tmp_path / "a", demo)
     assert all(p["reused"] for p in again["pretraining"]) and os.path.getmtime(again["pretraining"][0]["backbone"]) == stamp
+    assert [p["seconds"] for p in again["pretraining"]] == [p["seconds"] for p in first["pretraining"]]  # the run's own
     assert _table(again["csv"]) == table
+
+
+def test_a_pretraining_with_other_overrides_is_not_reused(demo, tmp_path):
+    """Resume compares the recorded configs and overrides: a longer budget trains again instead of reusing."""
+    from openus_monai.studies.compare_recipes import pretrain_recipe
+
+    def pretrain(epochs):
+        return pretrain_recipe("usf_mae", tmp_path / "usf_mae", TINY_RECIPES["usf_mae"],
+                               {"max_epochs": epochs, "seed": 0, "demo_images": 16, "dataset_dir": str(demo)}, in_process=True)
+
+    first = pretrain(1)
+    assert not first["reused"] and pretrain(1)["reused"]
+    second = pretrain(2)
+    assert not second["reused"]
+    assert json.loads((tmp_path / "usf_mae" / "pretrain.json").read_text())["overrides"]["max_epochs"] == 2
 
 
 def test_markdown_table_one_row_per_recipe():
     summary = [
         {"recipe": "usfm", "task": "segmentation", "label_ratio": 0.1, "metric": "dice", "mean": 0.5, "std": 0.25, "n_seeds": 2},
         {"recipe": "openus", "task": "classification", "label_ratio": 1.0, "metric": "macro_f1", "mean": 0.75, "std": 0.0, "n_seeds": 2},
+        {"recipe": "openus", "task": "segmentation", "label_ratio": 1.0, "metric": "dice", "mean": 0.8, "std": 0.0, "n_seeds": 1},
     ]
     lines = markdown_table(summary, digits=2).splitlines()
-    assert lines[0] == "| recipe | segmentation dice @0.1 (n=2) | classification macro_f1 @1 (n=2) |"
-    assert lines[2:] == ["| usfm | 0.50 ± 0.25 |  |", "| openus |  | 0.75 ± 0.00 |"]
+    assert lines[0] == "| recipe | segmentation dice @0.1 (n=2) | segmentation dice @1 (n=1) | classification macro_f1 @1 (n=2) |"
+    # one seed: the mean alone (a spread of 0.00 would claim a precision never measured)
+    assert lines[2:] == ["| usfm | 0.50 ± 0.25 |  |  |", "| openus |  | 0.80 | 0.75 ± 0.00 |"]
 
 
 def test_per_task_overrides_reach_only_their_task(tmp_path, monkeypatch):

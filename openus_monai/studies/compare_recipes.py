@@ -4,12 +4,14 @@ Each recipe pretrains through the pretraining bundle on the same datalist with t
 (``max_epochs``), its encoder file (``backbone.pt``, self-describing) is fine-tuned by the segmentation and
 classification bundles at the same label ratios and seeds (the label-efficiency runner,
 :func:`~openus_monai.studies.label_efficiency.run_label_efficiency`), and one table (CSV + Markdown) and one plot
-are written. Every step is resumable: a recipe whose pretraining finished (``pretrain_final.pt`` and
-``backbone.pt``) and a fine-tuning run whose ``metrics.json`` exists are reused.
+are written. Every step is resumable: a recipe whose pretraining finished (``pretrain_final.pt``, ``backbone.pt``
+and ``pretrain.json`` with the same configs and overrides) and a fine-tuning run that finished with the same configs
+and overrides are reused; any other is run again.
 
 Layout of ``output_dir``::
 
     pretrain/<recipe>/models/backbone.pt        the recipe's encoder
+    pretrain/<recipe>/pretrain.json             its configs, overrides and wall seconds (what resume compares)
     <task>/<recipe>/r<ratio>_s<seed>/            a fine-tuning run (label-efficiency layout)
     pretraining.csv                             per recipe: encoder, parameters, seconds (not part of the table)
     compare_recipes.csv, compare_recipes.md     mean and std over seeds per recipe, task, label ratio and metric
@@ -18,6 +20,7 @@ Layout of ``output_dir``::
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import time
@@ -25,9 +28,12 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from openus_monai.io import atomic_write_json
+
 from .label_efficiency import (  # the study's bundle runners, shared rather than copied
     _run_separately,
     _write_csv,
+    format_mean_std,
     plot_label_efficiency,
     run_bundle_workflow,
     run_label_efficiency,
@@ -81,7 +87,8 @@ def pretrain_recipe(
         run_dir: its folder: ``models/`` (checkpoints, ``backbone.pt``), ``eval/`` and ``run.log``.
         recipe_configs: config files merged after ``train.json`` (bundle-relative or paths).
         overrides: bundle overrides (``dataset_dir``, ``seed``, ``max_epochs``...).
-        resume: reuse a finished pretraining (``pretrain_final.pt`` and ``backbone.pt`` present).
+        resume: reuse a finished pretraining: ``pretrain_final.pt`` and ``backbone.pt`` present and its record
+            (``pretrain.json``) naming the same config files and overrides; ``seconds`` is then the original run's.
         in_process: run the bundle in this process.
 
     Returns:
@@ -92,29 +99,37 @@ def pretrain_recipe(
     root = _bundle_root("openus_pretrain")
     run_dir = Path(run_dir)
     models = run_dir / "models"
-    backbone, final = models / "backbone.pt", models / "pretrain_final.pt"
-    reused = resume and backbone.is_file() and final.is_file()
-    start = time.time()
-    if not reused:
-        configs = [str(root / "configs" / "train.json"), *(_config_path(root, c) for c in recipe_configs)]
-        run_overrides = {**dict(overrides), "ckpt_dir": str(models), "output_dir": str(run_dir / "eval")}
-        backbone.unlink(missing_ok=True)
-        final.unlink(missing_ok=True)
+    backbone, final, record_file = models / "backbone.pt", models / "pretrain_final.pt", run_dir / "pretrain.json"
+    configs = [str(root / "configs" / "train.json"), *(_config_path(root, c) for c in recipe_configs)]
+    run_overrides = {**dict(overrides), "ckpt_dir": str(models), "output_dir": str(run_dir / "eval")}
+    record = json.loads(json.dumps({"config_files": configs, "overrides": run_overrides}))  # as the file holds it
+    done = json.loads(record_file.read_text(encoding="utf-8")) if record_file.is_file() else {}
+    reused = resume and backbone.is_file() and final.is_file() and all(done.get(k) == v for k, v in record.items())
+    if resume and done and not reused:
+        logger.info("pretraining %s: the finished run had other configs or overrides than now; running it again", recipe)
+    if reused:
+        seconds = done["seconds"]
+    else:
+        for stale in (backbone, final, record_file):
+            stale.unlink(missing_ok=True)
         logger.info("pretraining %s in %s", recipe, run_dir)
+        start = time.time()
         if in_process:
             run_bundle_workflow(root, configs, run_overrides)
         else:  # one fresh process, logging to run_dir/run.log
             _run_separately(root, [configs], run_overrides, run_dir)
         if not backbone.is_file():
             raise RuntimeError(f"pretraining {recipe} wrote no {backbone}")
+        seconds = round(time.time() - start, 1)
+        atomic_write_json({**record, "seconds": seconds}, record_file)
     encoder, meta = load_encoder_file(backbone)
     return {"recipe": recipe, "method": meta.get("method"), "backbone": str(backbone), "encoder": type(encoder).__name__,
-            "parameters": sum(p.numel() for p in encoder.parameters()), "seconds": round(time.time() - start, 1), "reused": reused}
+            "parameters": sum(p.numel() for p in encoder.parameters()), "seconds": seconds, "reused": reused}
 
 
 def markdown_table(summary: Sequence[Mapping[str, Any]], digits: int = 3) -> str:
     """The summary as a Markdown table: one row per recipe, one column per task, metric and label ratio,
-    ``mean ± std`` over seeds (``n`` seeds in the header)."""
+    ``mean ± std`` over seeds (``n`` seeds in the header; the mean alone for one seed)."""
     order = [(t, m) for t, (_, metrics) in TASKS.items() for m in metrics]
     columns = sorted({(s["task"], s["metric"], s["label_ratio"], s["n_seeds"]) for s in summary},
                      key=lambda c: (order.index(c[:2]) if c[:2] in order else len(order), c))
@@ -126,7 +141,7 @@ def markdown_table(summary: Sequence[Mapping[str, Any]], digits: int = 3) -> str
         values = []
         for t, m, r, _ in columns:
             s = cell.get((recipe, t, m, r))
-            values.append("" if s is None else f"{s['mean']:.{digits}f} ± {s['std']:.{digits}f}")
+            values.append("" if s is None else format_mean_std(s["mean"], s["std"], s["n_seeds"], digits))
         lines.append("| " + " | ".join([recipe, *values]) + " |")
     return "\n".join(lines) + "\n"
 

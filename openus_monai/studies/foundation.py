@@ -27,7 +27,7 @@ from typing import Any
 
 from openus_monai.io import atomic_path
 
-from .label_efficiency import RANDOM_PREFIX, run_label_efficiency, summarize_runs
+from .label_efficiency import RANDOM_PREFIX, format_mean_std, run_label_efficiency, summarize_runs
 
 __all__ = [
     "ARMS",
@@ -173,8 +173,7 @@ def difference_rows(rows: Sequence[Mapping[str, Any]], metric: str, arm: str, co
 def _cell(entry: Mapping[str, Any] | None, metric: str, n_expected: int, signed: bool = False) -> str:
     if entry is None or not math.isfinite(entry[f"{metric}_mean"]):
         return "-"
-    mean, std = entry[f"{metric}_mean"], entry[f"{metric}_std"]
-    text = f"{mean:+.3f} ± {std:.3f}" if signed else f"{mean:.3f} ± {std:.3f}"
+    text = format_mean_std(entry[f"{metric}_mean"], entry[f"{metric}_std"], entry["n_seeds"], signed=signed)
     return text + (f" (n={entry['n_seeds']})" if entry["n_seeds"] != n_expected else "")
 
 

@@ -47,6 +47,7 @@ __all__ = [
     "plot_label_efficiency",
     "run_bundle_workflow",
     "run_label_efficiency",
+    "format_mean_std",
     "summarize_runs",
 ]
 
@@ -313,6 +314,15 @@ def summarize_runs(rows: Sequence[Mapping[str, Any]], metrics: Sequence[str]) ->
             entry[f"{m}_mean"], entry[f"{m}_std"] = mean, (std if values else float("nan"))
         out.append(entry)
     return out
+
+
+def format_mean_std(mean: float, std: float, n: int, digits: int = 3, signed: bool = False) -> str:
+    """``mean ± std`` for a table cell; the mean alone over one seed (where a spread of 0 would mislead), ``-``
+    where the mean is not finite."""
+    if not math.isfinite(mean):
+        return "-"
+    text = f"{mean:+.{digits}f}" if signed else f"{mean:.{digits}f}"
+    return text if n < 2 else f"{text} ± {std:.{digits}f}"
 
 
 def plot_label_efficiency(
