@@ -13,6 +13,7 @@ from .ops.attention import ScanParams
 from .ops.cross_scan import cross_merge, cross_scan
 from .ops.scan_fused import MAX_STATE, fused_scan
 from .ops.scan_graph import selective_scan_graph
+from .ops.scan_triton import triton_fused_scan
 from .ops.selective_scan import resolve_backend, selective_scan
 
 __all__ = ["SS2D"]
@@ -120,6 +121,8 @@ class SS2D(nn.Module):
         backend = resolve_backend(x.device, self.scan_backend)
         if backend == "fused_cpu" and not return_scan_params and self.d_state <= MAX_STATE:
             return self._forward_fused(x)
+        if backend == "triton" and not return_scan_params:  # opt-in; same layout and semantics as fused_scan
+            return self._forward_fused(x, triton_fused_scan)
         batch, _, height, width = x.shape
         xs, params = self.ssm_inputs(x)
         dts, a, bs, cs = params
@@ -168,12 +171,13 @@ class SS2D(nn.Module):
         y = cross_merge(ys.view(batch, self.directions, self.d_inner, height * width), height, width)
         return self.out_proj(self.out_norm(y.to(x.dtype)))
 
-    def _forward_fused(self, x: torch.Tensor) -> torch.Tensor:
+    def _forward_fused(self, x: torch.Tensor, scan=fused_scan) -> torch.Tensor:
         """:meth:`forward` on the fused CPU kernel: the same numbers, computed token-major and channel-last,
         so the cross scan, the four scans and the cross merge are one kernel call with no copies in between.
 
         Args:
             x: ``[B, C, H, W]``.
+            scan: :func:`fused_scan` or a function with its signature (the opt-in Triton kernels).
 
         Returns:
             ``[B, C, H, W]`` (a channel-last view).
@@ -186,7 +190,7 @@ class SS2D(nn.Module):
         dts, bs, cs = torch.split(x_dbl, [rank, n, n], dim=-1)
         dts = torch.einsum("blkr,kdr->blkd", dts, self.dt_projs_weight)  # [B, L, K, D]
         a = -torch.exp(self.A_logs.float()).view(k, self.d_inner, n)
-        y = fused_scan(tokens, dts, a, bs, cs, self.Ds.view(k, self.d_inner), height, width, self.dt_projs_bias, True)  # [B, L, D]
+        y = scan(tokens, dts, a, bs, cs, self.Ds.view(k, self.d_inner), height, width, self.dt_projs_bias, True)  # [B, L, D]
         norm = self.out_norm
         y = F.layer_norm(y.to(x.dtype), norm.normalized_shape, norm.weight, norm.bias, norm.eps)
         out = F.linear(y, self.out_proj.weight, self.out_proj.bias)  # [B, L, C]

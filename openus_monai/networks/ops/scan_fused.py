@@ -38,7 +38,7 @@ import torch
 from .scan_cpu import selective_scan_cpu
 from .scan_inputs import ScanInputs
 
-__all__ = ["MAX_STATE", "fused_scan", "fused_scan_available", "fused_scan_error", "selective_scan_fused_cpu"]
+__all__ = ["MAX_STATE", "fused_scan", "fused_scan_available", "fused_scan_error", "scan_token_major", "selective_scan_fused_cpu"]
 
 logger = logging.getLogger(__name__)
 
@@ -347,15 +347,15 @@ def fused_scan(
     return y.to(u.dtype)
 
 
-def selective_scan_fused_cpu(inputs: ScanInputs) -> torch.Tensor:
-    """:func:`~openus_monai.networks.selective_scan`'s contract (``[B, D, L]`` layout) on the fused kernel.
+def scan_token_major(inputs: ScanInputs, scan=None) -> torch.Tensor:
+    """:func:`~openus_monai.networks.selective_scan`'s contract (``[B, D, L]`` layout) on a :func:`fused_scan`-like
+    function ``scan`` (default :func:`fused_scan`): each of the ``G`` groups of channels is one direction,
+    scanned in index order (``cross=False``) on token-major ``[B, L, G, D/G]`` tensors.
 
-    Each of the ``G`` groups of channels is one direction scanned in index order. Falls back to the
-    pure-PyTorch scan for ``d_state > 16``.
+    Returns:
+        ``y [B, D, L]``.
     """
     u, delta, A, B, C, D, delta_bias, delta_softplus = inputs
-    if A.shape[-1] > MAX_STATE:
-        return selective_scan_cpu(inputs)
     batch, dim, length = u.shape
     groups, d_state = B.shape[1], B.shape[2]
     per_group = dim // groups
@@ -363,7 +363,7 @@ def selective_scan_fused_cpu(inputs: ScanInputs) -> torch.Tensor:
     def token_major(x: torch.Tensor) -> torch.Tensor:  # [B, D, L] -> [B, L, G, D/G]
         return x.transpose(1, 2).reshape(batch, length, groups, per_group)
 
-    y = fused_scan(
+    y = (scan or fused_scan)(
         token_major(u),
         token_major(delta),
         A.view(groups, per_group, d_state),
@@ -377,3 +377,14 @@ def selective_scan_fused_cpu(inputs: ScanInputs) -> torch.Tensor:
         cross=False,
     )
     return y.reshape(batch, length, dim).transpose(1, 2).contiguous()
+
+
+def selective_scan_fused_cpu(inputs: ScanInputs) -> torch.Tensor:
+    """:func:`~openus_monai.networks.selective_scan`'s contract (``[B, D, L]`` layout) on the fused kernel.
+
+    Each of the ``G`` groups of channels is one direction scanned in index order. Falls back to the
+    pure-PyTorch scan for ``d_state > 16``.
+    """
+    if inputs.A.shape[-1] > MAX_STATE:
+        return selective_scan_cpu(inputs)
+    return scan_token_major(inputs)

@@ -11,6 +11,7 @@ from .scan_fused import fused_scan_available, fused_scan_error, selective_scan_f
 from .scan_graph import selective_scan_graph_backend
 from .scan_inputs import ScanBackend, ScanInputs
 from .scan_reference import selective_scan_reference
+from .scan_triton import selective_scan_triton, triton_scan_error
 
 __all__ = ["SCAN_BACKENDS", "available_backends", "resolve_backend", "selective_scan"]
 
@@ -23,6 +24,8 @@ SCAN_BACKENDS: dict[str, ScanBackend] = {
     "torch": selective_scan_cpu,
     "mamba_ssm": selective_scan_mamba_ssm,
     "graph": selective_scan_graph_backend,
+    # opt-in only, never in available_backends: tested under TRITON_INTERPRET=1 alone, not yet run on a GPU
+    "triton": selective_scan_triton,
 }
 
 
@@ -54,6 +57,10 @@ def resolve_backend(device: torch.device | str, backend: str | None = None) -> s
         return usable[0]
     if name not in SCAN_BACKENDS:
         raise ValueError(f"unknown selective-scan backend {name!r} (from {ENV_VAR} or argument); choose from {sorted(SCAN_BACKENDS)}")
+    if name == "triton":  # opt-in: usable whenever its kernels can run here
+        if triton_scan_error(device):
+            raise RuntimeError(f"selective-scan backend 'triton' was forced but cannot run on {torch.device(device)}: {triton_scan_error(device)}")
+        return name
     if name not in usable:
         if name == "fused_cpu":
             if torch.device(device).type != "cpu":
@@ -88,7 +95,8 @@ def selective_scan(
             ``"fused_cpu"`` (a C kernel compiled on first use: one pass forward, one pass backward),
             ``"torch"`` (fast pure PyTorch: chunked recurrence, hand-written reverse-scan backward),
             ``"mamba_ssm"`` (mamba-ssm's CUDA kernel), ``"graph"`` (loop-free, for ``torch.export`` / ONNX /
-            scripting: any length in one graph); default ``$OPENUS_SCAN_BACKEND`` or the fastest
+            scripting: any length in one graph), ``"triton"`` (Triton kernels, opt-in only: tested under
+            ``TRITON_INTERPRET=1`` on the CPU, not yet run on a GPU); default ``$OPENUS_SCAN_BACKEND`` or the fastest
             one available for ``u.device``.
 
     Returns:
