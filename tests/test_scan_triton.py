@@ -4,6 +4,8 @@ equal the sequential reference scan's (read in each direction's token order), an
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 
 os.environ.setdefault("TRITON_INTERPRET", "1")  # before triton is imported: it decides when it decorates
 
@@ -150,3 +152,31 @@ def test_forcing_triton_under_the_interpreter(monkeypatch):
     from triton.runtime.interpreter import InterpretedFunction
 
     assert all(isinstance(kernel, InterpretedFunction) for kernel in scan_triton._compiled())  # triton honours it
+
+
+COMPILE_FOR_SM90 = """
+import triton
+from triton.backends.compiler import GPUTarget
+from triton.compiler import ASTSource
+from openus_monai.networks.ops import scan_triton
+
+for raw, consts in ((scan_triton._scan_fwd_kernel, dict(SOFTPLUS=True, SAVE=True)), (scan_triton._scan_bwd_kernel, dict(SOFTPLUS=True))):
+    kernel = triton.jit(raw)
+    consts.update(BLOCK_D=64, BLOCK_N=16)
+    types = {"order_ptr": "*i32"}
+    signature = {a: "constexpr" if a in consts else types.get(a, "*fp32" if a.endswith("_ptr") else "i32") for a in kernel.arg_names}
+    compiled = triton.compile(ASTSource(kernel, signature, consts), target=GPUTarget("cuda", 90, 32))
+    assert compiled.asm["cubin"], raw.__name__
+    print(raw.__name__, "sm_90 cubin", len(compiled.asm["cubin"]), "bytes")
+"""
+
+
+@needs_triton
+def test_kernels_compile_for_a_gpu_without_one(tmp_path):
+    """Triton's compiler and the ptxas its wheel ships build both kernels into sm_90 machine code on the CPU:
+    what the interpreter cannot check (types, loop-carried values, constexpr branches). Nothing runs. In a
+    process of its own: Triton decorates its own library for the interpreter when TRITON_INTERPRET=1 at import."""
+    env = dict(os.environ, TRITON_INTERPRET="0", TRITON_CACHE_DIR=str(tmp_path), PYTHONPATH=os.pathsep.join(sys.path))
+    proc = subprocess.run([sys.executable, "-c", COMPILE_FOR_SM90], env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.count("sm_90 cubin") == 2

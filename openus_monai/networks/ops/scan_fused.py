@@ -38,7 +38,7 @@ import torch
 from .scan_cpu import selective_scan_cpu
 from .scan_inputs import ScanInputs
 
-__all__ = ["MAX_STATE", "fused_scan", "fused_scan_available", "fused_scan_error", "scan_token_major", "selective_scan_fused_cpu"]
+__all__ = ["MAX_STATE", "fused_scan", "fused_scan_available", "fused_scan_error", "fused_scan_operands", "scan_token_major", "selective_scan_fused_cpu"]
 
 logger = logging.getLogger(__name__)
 
@@ -293,6 +293,24 @@ def _backward(ctx, gy, _ghs):
 _scan_op.register_autograd(_backward, setup_context=_setup_context)
 
 
+def fused_scan_operands(u, delta, A, B, C, D, height: int, width: int, delta_bias, cross: bool) -> tuple[torch.Tensor, ...]:
+    """Check :func:`fused_scan`'s shapes and return its operands as a kernel reads them: float32, contiguous,
+    ``(u, delta, delta_bias, A, B, C, D)`` with zeros ``[K, D]`` for a missing ``delta_bias`` or ``D``.
+
+    Raises:
+        ValueError: ``cross`` without 4 directions, or ``L != height * width``.
+    """
+    if cross and delta.shape[2] != 4:
+        raise ValueError(f"cross=True needs 4 directions, got delta {tuple(delta.shape)}")
+    if delta.shape[1] != height * width:
+        raise ValueError(f"delta has {delta.shape[1]} positions, the grid {height} x {width} has {height * width}")
+    dims = delta.shape[2], delta.shape[3]
+    u32, dt32, A32, B32, C32 = (t.float().contiguous() for t in (u, delta, A, B, C))
+    bias32 = u32.new_zeros(dims) if delta_bias is None else delta_bias.float().contiguous()
+    D32 = u32.new_zeros(dims) if D is None else D.float().contiguous()  # the kernels always read a skip and a bias
+    return u32, dt32, bias32, A32, B32, C32, D32
+
+
 def fused_scan(
     u: torch.Tensor,
     delta: torch.Tensor,
@@ -331,17 +349,9 @@ def fused_scan(
         raise RuntimeError(f"the fused CPU selective scan is unavailable: {fused_scan_error()}")
     if A.shape[-1] > MAX_STATE:
         raise ValueError(f"the fused CPU selective scan supports d_state <= {MAX_STATE}, got {A.shape[-1]}")
-    if cross and delta.shape[2] != 4:
-        raise ValueError(f"cross=True needs 4 directions, got delta {tuple(delta.shape)}")
-    if delta.shape[1] != height * width:
-        raise ValueError(f"delta has {delta.shape[1]} positions, the grid {height} x {width} has {height * width}")
     if any(t.device.type != "cpu" for t in (u, delta, A, B, C)):
         raise RuntimeError("the fused CPU selective scan runs on CPU tensors only")
-    dims = delta.shape[2], delta.shape[3]
-    u32, dt32, A32, B32, C32 = (t.float().contiguous() for t in (u, delta, A, B, C))
-    bias32 = u32.new_zeros(dims) if delta_bias is None else delta_bias.float().contiguous()
-    D32 = u32.new_zeros(dims) if D is None else D.float().contiguous()  # the kernel always reads a skip and a bias
-    tensors = (u32, dt32, bias32, A32, B32, C32, D32)
+    tensors = fused_scan_operands(u, delta, A, B, C, D, height, width, delta_bias, cross)
     save_states = torch.is_grad_enabled() and any(t.requires_grad for t in tensors)
     y, _ = _scan_op(*tensors, delta_softplus, height, width, 0 if cross else 1, save_states)
     return y.to(u.dtype)

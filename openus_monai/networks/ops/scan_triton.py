@@ -33,7 +33,7 @@ import torch
 from monai.utils import optional_import
 
 from .cross_scan import direction_orders
-from .scan_fused import scan_token_major
+from .scan_fused import fused_scan_operands, scan_token_major
 from .scan_inputs import ScanInputs
 
 triton, HAS_TRITON = optional_import("triton")  # its interpreter: TRITON_INTERPRET=1
@@ -86,7 +86,7 @@ def _scan_fwd_kernel(
         if SOFTPLUS:  # max(x, 0) + log1p(exp(-|x|)), log1p(z) = log(w) z / (w - 1) with w = 1 + z (exact to rounding)
             z = tl.exp(-tl.abs(x))
             w = 1.0 + z
-            x = tl.maximum(x, 0.0) + tl.where(w == 1.0, z, tl.log(w) * z / (w - 1.0))
+            x = tl.maximum(x, 0.0) + tl.where(w == 1.0, z, tl.log(w) * z / tl.where(w == 1.0, 1.0, w - 1.0))
         bt = tl.load(b_ptr + row * d_state + offs_n, mask=mask_n, other=0.0)
         ct = tl.load(c_ptr + row * d_state + offs_n, mask=mask_n, other=0.0)
         h = tl.exp(x[:, None] * a) * h + (x * u)[:, None] * bt[None, :]
@@ -137,7 +137,7 @@ def _scan_bwd_kernel(
         if SOFTPLUS:
             z = tl.exp(-tl.abs(raw))
             w = 1.0 + z
-            delta = tl.maximum(raw, 0.0) + tl.where(w == 1.0, z, tl.log(w) * z / (w - 1.0))
+            delta = tl.maximum(raw, 0.0) + tl.where(w == 1.0, z, tl.log(w) * z / tl.where(w == 1.0, 1.0, w - 1.0))
             slope = tl.where(raw >= 0.0, 1.0, z) / w  # sigmoid(raw)
         bt = tl.load(b_ptr + row * d_state + offs_n, mask=mask_n, other=0.0)
         ct = tl.load(c_ptr + row * d_state + offs_n, mask=mask_n, other=0.0)
@@ -276,19 +276,13 @@ def triton_fused_scan(
 
     Raises:
         RuntimeError: triton is missing, or the tensors are not on CUDA and ``TRITON_INTERPRET`` is not 1.
+        ValueError: as :func:`~openus_monai.networks.ops.scan_fused.fused_scan`.
     """
     error = triton_scan_error(u.device)
     if error:
         raise RuntimeError(f"the Triton selective scan cannot run: {error}")
-    if cross and delta.shape[2] != 4:
-        raise ValueError(f"cross=True needs 4 directions, got delta {tuple(delta.shape)}")
-    if delta.shape[1] != height * width:
-        raise ValueError(f"delta has {delta.shape[1]} positions, the grid {height} x {width} has {height * width}")
-    dims = delta.shape[2], delta.shape[3]
-    u32, dt32, A32, B32, C32 = (t.float().contiguous() for t in (u, delta, A, B, C))
-    bias32 = u32.new_zeros(dims) if delta_bias is None else delta_bias.float().contiguous()
-    D32 = u32.new_zeros(dims) if D is None else D.float().contiguous()
-    y = _TritonScan.apply(u32, dt32, bias32, A32, B32, C32, D32, bool(delta_softplus), height, width, bool(cross))
+    operands = fused_scan_operands(u, delta, A, B, C, D, height, width, delta_bias, cross)
+    y = _TritonScan.apply(*operands, bool(delta_softplus), height, width, bool(cross))
     return y.to(u.dtype)
 
 
