@@ -149,6 +149,10 @@ def test_forcing_triton_where_it_cannot_run_says_why(monkeypatch):
 def test_forcing_triton_under_the_interpreter(monkeypatch):
     monkeypatch.setenv("OPENUS_SCAN_BACKEND", "triton")
     assert resolve_backend("cpu") == "triton"
+    zero = torch.zeros(())  # expanded, nothing allocated: states [1, 4, 256 * 256, 1024, 8] would pass int32 indexing
+    u, delta, A, BC = zero.expand(1, 2**16, 2**10), zero.expand(1, 2**16, 4, 2**10), zero.expand(4, 2**10, 8), zero.expand(1, 2**16, 4, 8)
+    with pytest.raises(ValueError, match="int32"):
+        scan_triton.triton_fused_scan(u, delta, A, BC, BC, None, 256, 256)
     from triton.runtime.interpreter import InterpretedFunction
 
     assert all(isinstance(kernel, InterpretedFunction) for kernel in scan_triton._compiled())  # triton honours it

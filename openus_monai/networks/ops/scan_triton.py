@@ -276,11 +276,13 @@ def triton_fused_scan(
 
     Raises:
         RuntimeError: triton is missing, or the tensors are not on CUDA and ``TRITON_INTERPRET`` is not 1.
-        ValueError: as :func:`~openus_monai.networks.ops.scan_fused.fused_scan`.
+        ValueError: as :func:`~openus_monai.networks.ops.scan_fused.fused_scan`, or ``B * L * K * D * N >= 2**31``.
     """
     error = triton_scan_error(u.device)
     if error:
         raise RuntimeError(f"the Triton selective scan cannot run: {error}")
+    if delta.numel() * A.shape[-1] >= 2**31:  # the saved states [B, K, L, D, N], indexed in int32 by the kernels
+        raise ValueError(f"the Triton selective scan indexes in int32: {tuple(delta.shape)} x d_state {A.shape[-1]} is too large")
     operands = fused_scan_operands(u, delta, A, B, C, D, height, width, delta_bias, cross)
     y = _TritonScan.apply(*operands, bool(delta_softplus), height, width, bool(cross))
     return y.to(u.dtype)
