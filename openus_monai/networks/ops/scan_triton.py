@@ -1,8 +1,9 @@
 """Fused four-direction selective scan of SS2D as Triton kernels (opt-in backend ``"triton"``).
 
 Status: tested only under ``TRITON_INTERPRET=1`` (Triton's interpreter, on the CPU) against the sequential
-reference scan and the fused CPU kernel; never compiled or run on a GPU yet, and never timed. It is never
-chosen automatically: ``selective_scan(..., backend="triton")``, ``OPENUS_SCAN_BACKEND=triton`` or
+reference scan (``tests/test_scan_triton.py``); never run on a GPU yet, and never timed. The test also
+compiles both kernels to sm_90 machine code on the CPU (Triton's compiler, no GPU), which checks that they
+compile, not that they are right or fast on one. It is never chosen automatically: ``selective_scan(..., backend="triton")``, ``OPENUS_SCAN_BACKEND=triton`` or
 ``SS2D(scan_backend="triton")`` opt in.
 
 :func:`triton_fused_scan` has the signature and semantics of
@@ -61,7 +62,7 @@ def _scan_fwd_kernel(
     order_ptr, u_ptr, dt_ptr, bias_ptr, a_ptr, b_ptr, c_ptr, skip_ptr, y_ptr, hs_ptr,
     u_sb, u_st, u_sk, length, n_dir, dim, d_state,
     SOFTPLUS: tl.constexpr, SAVE: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_N: tl.constexpr,
-):  # fmt: skip
+):
     """Forward over one (batch, direction, channel block): ``y [B, L, K, D]`` and the states ``hs [B, K, L, D, N]``.
 
     Step ``t`` of direction ``k`` reads token ``order[k, t]`` (``order [K, L]``). ``u`` is read through the
@@ -101,7 +102,7 @@ def _scan_bwd_kernel(
     gu_ptr, gdt_ptr, ga_ptr, gb_ptr, gc_ptr, gskip_ptr, gbias_ptr,
     u_sb, u_st, u_sk, length, n_dir, dim, d_state,
     SOFTPLUS: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_N: tl.constexpr,
-):  # fmt: skip
+):
     """Backward over one (batch, direction, channel block), steps in reverse with ``g = dL/dh_t`` carried.
 
     Writes ``gu``, ``gdt`` ``[B, L, K, D]`` (this program's cells only); ``gb``, ``gc``
@@ -207,7 +208,7 @@ def _forward(u, dt, bias, A, B, C, D, softplus: bool, height: int, width: int, c
     _compiled()[0][(batch * n_dir, n_blocks)](
         _orders(n_dir, height, width, cross, u.device), u, dt, bias, A, B, C, D, ys, hs, *_u_strides(u), length, n_dir, dim, d_state,
         SOFTPLUS=softplus, SAVE=save, BLOCK_D=block_d, BLOCK_N=block_n,
-    )  # fmt: skip
+    )
     return (ys.sum(2) if u.dim() == 3 else ys), hs
 
 
@@ -224,7 +225,7 @@ def _backward(u, dt, bias, A, B, C, D, hs, gy, softplus: bool, height: int, widt
         _orders(n_dir, height, width, cross, u.device), u, dt, bias, A, B, C, D, hs, gy.contiguous(),
         gu, gdt, gA, gB, gC, gD, gbias, *_u_strides(u), length, n_dir, dim, d_state,
         SOFTPLUS=softplus, BLOCK_D=block_d, BLOCK_N=block_n,
-    )  # fmt: skip
+    )
     return (gu.sum(2) if u.dim() == 3 else gu), gdt, gbias.sum(0), gA.sum(0), gB.sum(0), gC.sum(0), gD.sum(0)
 
 
