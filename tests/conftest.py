@@ -8,6 +8,10 @@ from pathlib import Path
 # tiny, two xdist workers with two OpenMP threads each oversubscribe two cores (OpenMP's spinning makes that
 # many times slower), and in-process and subprocess runs that are compared number for number agree on it.
 os.environ.setdefault("OMP_NUM_THREADS", "1")
+# Triton (tests/test_scan_triton.py) runs in its interpreter on the CPU. It fixes whether its own library is
+# interpreted when it is first imported, and torch imports it (torch._dynamo, where triton is installed) long
+# before that test module is collected: so here, before torch. Nothing else in the suite uses Triton.
+os.environ.setdefault("TRITON_INTERPRET", "1")
 import torch  # noqa: E402
 
 torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))

@@ -7,7 +7,7 @@ import os
 import subprocess
 import sys
 
-os.environ.setdefault("TRITON_INTERPRET", "1")  # before triton is imported: it decides when it decorates
+os.environ.setdefault("TRITON_INTERPRET", "1")  # conftest.py sets it first: before torch imports triton
 
 import pytest
 import torch

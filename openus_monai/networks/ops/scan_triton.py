@@ -22,12 +22,15 @@ float32 throughout):
   are per-program partial sums added up in PyTorch.
 
 Triton is an optional dependency (``pip install triton``); without it this module imports and
-:func:`triton_fused_scan` raises. Triton decides at decoration time whether a kernel is interpreted, so the
-kernels are decorated on first use, once per mode (``TRITON_INTERPRET`` as it is then).
+:func:`triton_fused_scan` raises. Triton is imported on first use, not with this module: it decides when it
+is first imported whether its own library (``tl.sum`` and the like) is interpreted, and when a kernel is
+decorated whether that kernel is, so ``TRITON_INTERPRET=1`` set after importing ``openus_monai`` (a test
+module's first lines, in a session whose earlier modules imported it) still takes effect.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import os
 
 import torch
@@ -37,8 +40,8 @@ from .cross_scan import direction_orders
 from .scan_fused import fused_scan_operands, scan_token_major
 from .scan_inputs import ScanInputs
 
-triton, HAS_TRITON = optional_import("triton")  # its interpreter: TRITON_INTERPRET=1
-tl, _ = optional_import("triton.language")
+HAS_TRITON = importlib.util.find_spec("triton") is not None  # found, not imported
+triton = tl = None  # the modules, once _compiled() has imported them (the kernels' bodies name ``tl``)
 
 __all__ = ["HAS_TRITON", "selective_scan_triton", "triton_fused_scan", "triton_scan_error"]
 
@@ -168,9 +171,19 @@ _kernels: dict[bool, tuple] = {}
 
 
 def _compiled() -> tuple:
-    """The (forward, backward) kernels, decorated for the current ``TRITON_INTERPRET`` mode (Triton reads it
-    when it decorates, so a process that imported this module before setting it still gets the interpreter)."""
+    """The (forward, backward) kernels, decorated for the current ``TRITON_INTERPRET`` mode, importing Triton
+    on the first call.
+
+    Raises:
+        RuntimeError: ``TRITON_INTERPRET=1`` now, but Triton was imported (by anything) before it was set.
+    """
+    global triton, tl
+    if triton is None:
+        triton, _ = optional_import("triton")
+        tl, _ = optional_import("triton.language")
     mode = _interpreting()
+    if mode and isinstance(tl.standard.sum, triton.runtime.jit.JITFunction):
+        raise RuntimeError("TRITON_INTERPRET=1 was set after triton was imported: set it before anything imports triton")
     if mode not in _kernels:
         _kernels[mode] = triton.jit(_scan_fwd_kernel), triton.jit(_scan_bwd_kernel)
     return _kernels[mode]
@@ -185,8 +198,8 @@ def _orders(n_dir: int, height: int, width: int, cross: bool, device: torch.devi
 
 def _blocks(dim: int, d_state: int) -> tuple[int, int, int]:
     """``(BLOCK_D, BLOCK_N, number of channel blocks)`` (Triton blocks are powers of two)."""
-    block_d = min(MAX_BLOCK_D, triton.next_power_of_2(dim))
-    return block_d, triton.next_power_of_2(d_state), triton.cdiv(dim, block_d)
+    block_d = min(MAX_BLOCK_D, 1 << (dim - 1).bit_length())
+    return block_d, 1 << (d_state - 1).bit_length(), -(-dim // block_d)
 
 
 def _u_strides(u: torch.Tensor) -> tuple[int, int, int]:
