@@ -164,14 +164,14 @@ from triton.backends.compiler import GPUTarget
 from triton.compiler import ASTSource
 from openus_monai.networks.ops import scan_triton
 
-for raw, consts in ((scan_triton._scan_fwd_kernel, dict(SOFTPLUS=True, SAVE=True)), (scan_triton._scan_bwd_kernel, dict(SOFTPLUS=True))):
-    kernel = triton.jit(raw)
+forward, backward = scan_triton._compiled()  # TRITON_INTERPRET=0: the kernels a GPU would run
+for kernel, consts in ((forward, dict(SOFTPLUS=True, SAVE=True)), (backward, dict(SOFTPLUS=True))):
     consts.update(BLOCK_D=64, BLOCK_N=16)
     types = {"order_ptr": "*i32"}
     signature = {a: "constexpr" if a in consts else types.get(a, "*fp32" if a.endswith("_ptr") else "i32") for a in kernel.arg_names}
     compiled = triton.compile(ASTSource(kernel, signature, consts), target=GPUTarget("cuda", 90, 32))
-    assert compiled.asm["cubin"], raw.__name__
-    print(raw.__name__, "sm_90 cubin", len(compiled.asm["cubin"]), "bytes")
+    assert compiled.asm["cubin"], kernel.fn.__name__
+    print(kernel.fn.__name__, "sm_90 cubin", len(compiled.asm["cubin"]), "bytes")
 """
 
 
