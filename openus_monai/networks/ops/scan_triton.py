@@ -40,7 +40,16 @@ from .cross_scan import direction_orders
 from .scan_fused import fused_scan_operands, scan_token_major
 from .scan_inputs import ScanInputs
 
-HAS_TRITON = importlib.util.find_spec("triton") is not None  # found, not imported
+
+def _found(name: str) -> bool:
+    """Whether ``name`` can be imported, without importing it."""
+    try:
+        return importlib.util.find_spec(name) is not None
+    except (ImportError, ValueError):  # ValueError: in sys.modules as None (import blocked)
+        return False
+
+
+HAS_TRITON = _found("triton")
 triton = tl = None  # the modules, once _compiled() has imported them (the kernels' bodies name ``tl``)
 
 __all__ = ["HAS_TRITON", "selective_scan_triton", "triton_fused_scan", "triton_scan_error"]
