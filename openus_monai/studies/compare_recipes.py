@@ -37,6 +37,7 @@ from .label_efficiency import (  # the study's bundle runners, shared rather tha
     plot_label_efficiency,
     run_bundle_workflow,
     run_label_efficiency,
+    same_record,
     summarize_runs,
 )
 
@@ -102,9 +103,9 @@ def pretrain_recipe(
     backbone, final, record_file = models / "backbone.pt", models / "pretrain_final.pt", run_dir / "pretrain.json"
     configs = [str(root / "configs" / "train.json"), *(_config_path(root, c) for c in recipe_configs)]
     run_overrides = {**dict(overrides), "ckpt_dir": str(models), "output_dir": str(run_dir / "eval")}
-    record = json.loads(json.dumps({"config_files": configs, "overrides": run_overrides}))  # as the file holds it
+    record = {"config_files": configs, "overrides": run_overrides}
     done = json.loads(record_file.read_text(encoding="utf-8")) if record_file.is_file() else {}
-    reused = resume and backbone.is_file() and final.is_file() and all(done.get(k) == v for k, v in record.items())
+    reused = resume and backbone.is_file() and final.is_file() and same_record(done, record)
     if resume and done and not reused:
         logger.info("pretraining %s: the finished run had other configs or overrides than now; running it again", recipe)
     if reused:

@@ -42,12 +42,13 @@ __all__ = [
     "LabelEfficiencyRun",
     "StudyArm",
     "bundle_command",
+    "format_mean_std",
     "normalize_arms",
     "normalize_pretrained",
     "plot_label_efficiency",
     "run_bundle_workflow",
     "run_label_efficiency",
-    "format_mean_std",
+    "same_record",
     "summarize_runs",
 ]
 
@@ -405,12 +406,17 @@ def _sha256(path: str | os.PathLike) -> str:
         return hashlib.file_digest(f, "sha256").hexdigest()
 
 
+def same_record(done: Mapping[str, Any], record: Mapping[str, Any]) -> bool:
+    """Whether a finished run's record (``done``, as read back from its JSON file) holds every entry of ``record``
+    (compared as JSON holds them: tuples as lists, keys as strings)."""
+    return all(done.get(k) == json.loads(json.dumps(v)) for k, v in record.items())
+
+
 def _finished(run: LabelEfficiencyRun, record: Mapping[str, Any]) -> bool:
     """Whether ``run`` finished with exactly these configs, overrides and checkpoint (its ``run.json`` says so)."""
     if not (run.metrics_file.is_file() and run.record_file.is_file()):
         return False
-    done = json.loads(run.record_file.read_text(encoding="utf-8"))
-    same = all(done.get(k) == json.loads(json.dumps(v)) for k, v in record.items())
+    same = same_record(json.loads(run.record_file.read_text(encoding="utf-8")), record)
     if not same:
         logger.info("%s: finished with other configs or overrides than now; running it again", run)
     return same

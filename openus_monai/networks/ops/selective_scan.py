@@ -58,8 +58,9 @@ def resolve_backend(device: torch.device | str, backend: str | None = None) -> s
     if name not in SCAN_BACKENDS:
         raise ValueError(f"unknown selective-scan backend {name!r} (from {ENV_VAR} or argument); choose from {sorted(SCAN_BACKENDS)}")
     if name == "triton":  # opt-in: usable whenever its kernels can run here
-        if triton_scan_error(device):
-            raise RuntimeError(f"selective-scan backend 'triton' was forced but cannot run on {torch.device(device)}: {triton_scan_error(device)}")
+        error = triton_scan_error(device)
+        if error:
+            raise RuntimeError(f"selective-scan backend 'triton' was forced but cannot run on {torch.device(device)}: {error}")
         return name
     if name not in usable:
         if name == "fused_cpu":
