@@ -68,3 +68,22 @@ def test_collapse_warnings(caplog):
         seen = _run(RepresentationMonitor(feature_fn, teacher_probs_fn=healthy, probe_images=probe), 1)
     assert seen[0]["monitor_prototypes_used"] == 16 and "feature_std" in "".join(seen[0])
     assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
+
+
+def test_patch_target_diagnostics(caplog):
+    """Near-uniform patch targets (what left the masked-patch term at ln K) are measured and warned about on their own."""
+    probe = torch.randn(4, 1, 8, 8)
+
+    def sharp(x):
+        return torch.eye(32)[torch.arange(len(x)) % 32] * 0.9 + 0.1 / 32
+
+    def soft_patches(x):  # 16 patch tokens per image, each nearly uniform
+        return torch.softmax(torch.randn(len(x) * 16, 32, generator=torch.Generator().manual_seed(0)) * 0.01, dim=-1)
+
+    monitor = RepresentationMonitor(feature_fn, teacher_probs_fn=sharp, probe_images=probe, teacher_patch_probs_fn=soft_patches)
+    with caplog.at_level(logging.WARNING):
+        seen = _run(monitor, 1)
+    assert seen[0]["monitor_patch_entropy_ratio"] > 0.99 and seen[0]["monitor_entropy_ratio"] < 0.5
+    assert "monitor_feature_std" in seen[0] and "monitor_patch_feature_std" not in seen[0]
+    warnings = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert len(warnings) == 1 and "teacher patch targets: near uniform" in warnings[0]

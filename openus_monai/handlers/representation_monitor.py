@@ -27,7 +27,8 @@ class RepresentationMonitor:
     leave-one-out within the validation list when no ``train_loader`` is given) is written to
     ``engine.state.metrics[f"{prefix}knn_acc"]`` (and ``linear_probe_acc`` with ``linear_probe``).
     Every epoch the fixed ``probe_images`` go through ``teacher_probs_fn`` (and ``feature_fn``), and
-    :func:`~openus_monai.metrics.collapse_diagnostics` lands in the metrics as ``f"{prefix}{name}"``;
+    :func:`~openus_monai.metrics.collapse_diagnostics` lands in the metrics as ``f"{prefix}{name}"``
+    (and those of ``teacher_patch_probs_fn``, the masked-patch targets, as ``f"{prefix}patch_{name}"``);
     a WARNING is logged when the teacher's output is near uniform (mean entropy above
     ``uniform_ratio * ln K``) or when one prototype takes most of the batch (the largest argmax share
     above ``dominant_share``): the two ways DINO/iBOT-style self-distillation collapses. Epoch-level
@@ -45,6 +46,8 @@ class RepresentationMonitor:
         val_loader: labelled images, batches as dicts (``image_key``, ``label_key``) or ``(images, labels)``.
         teacher_probs_fn: ``images [B, C, H, W] -> probabilities [B, K]`` (teacher head after centring and
             sharpening at the current temperature); None: no collapse diagnostics.
+        teacher_patch_probs_fn: ``images [B, C, H, W] -> probabilities [B * L, K]``, the teacher's patch
+            targets (near-uniform ones leave the masked-patch term at ``ln K`` with nothing to learn); None: not checked.
         probe_images: a fixed batch ``[B, C, H, W]`` for the diagnostics (use B >= 16 so that shares mean something).
         train_loader: labelled reference set of the k-NN (the "memory bank"); None: leave-one-out on ``val_loader``.
         interval: epochs between k-NN evaluations.
@@ -64,6 +67,7 @@ class RepresentationMonitor:
         val_loader: Iterable[Batch] | None = None,
         teacher_probs_fn: Callable[[torch.Tensor], torch.Tensor] | None = None,
         probe_images: torch.Tensor | None = None,
+        teacher_patch_probs_fn: Callable[[torch.Tensor], torch.Tensor] | None = None,
         train_loader: Iterable[Batch] | None = None,
         interval: int = 5,
         k: int = 20,
@@ -80,9 +84,9 @@ class RepresentationMonitor:
             raise ValueError(f"interval must be >= 1, got {interval}")
         if linear_probe and train_loader is None:
             raise ValueError("linear_probe needs a train_loader")
-        if teacher_probs_fn is not None and probe_images is None:
-            raise ValueError("teacher_probs_fn needs probe_images")
-        self.feature_fn, self.teacher_probs_fn = feature_fn, teacher_probs_fn
+        if (teacher_probs_fn is not None or teacher_patch_probs_fn is not None) and probe_images is None:
+            raise ValueError("teacher_probs_fn and teacher_patch_probs_fn need probe_images")
+        self.feature_fn, self.teacher_probs_fn, self.teacher_patch_probs_fn = feature_fn, teacher_probs_fn, teacher_patch_probs_fn
         self.val_loader, self.train_loader, self.probe_images = val_loader, train_loader, probe_images
         self.interval, self.k, self.temperature, self.linear_probe = interval, k, temperature, linear_probe
         self.uniform_ratio, self.dominant_share, self.prefix = uniform_ratio, dominant_share, prefix
@@ -127,18 +131,24 @@ class RepresentationMonitor:
         probs = self.teacher_probs_fn(images)
         return collapse_diagnostics(probs.float().cpu(), self.feature_fn(images).float().cpu())
 
-    def warn_if_collapsed(self, epoch: int, diag: dict[str, float]) -> None:
-        """Log a WARNING for a near-uniform or a single-prototype teacher (``diag`` from :func:`collapse_diagnostics`)."""
+    @torch.no_grad()
+    def patch_collapse_metrics(self, device: torch.device) -> dict[str, float]:
+        """Collapse diagnostics of the teacher's patch targets on the probe batch (rows: patch tokens)."""
+        return collapse_diagnostics(self.teacher_patch_probs_fn(self.probe_images.to(device)).float().cpu())
+
+    def warn_if_collapsed(self, epoch: int, diag: dict[str, float], what: str = "teacher output") -> None:
+        """Log a WARNING for near-uniform or single-prototype distributions (``diag`` from :func:`collapse_diagnostics`)."""
         log_k = diag["entropy"] + diag["kl_uniform"]
         if diag["entropy_ratio"] > self.uniform_ratio:
             logger.warning(
-                "epoch %d: teacher output is near uniform (entropy %.3f of ln K = %.3f): the self-distillation "
-                "terms have collapsed and carry no signal", epoch, diag["entropy"], log_k,
+                "epoch %d: %s: near uniform (entropy %.3f of ln K = %.3f): the self-distillation "
+                "terms have collapsed and carry no signal", epoch, what, diag["entropy"], log_k,
             )
         if diag["max_prototype_share"] > self.dominant_share:
             logger.warning(
-                "epoch %d: one prototype takes %.0f%% of the probe batch (%d of %d prototypes used): the teacher "
-                "maps different images to the same output", epoch, 100 * diag["max_prototype_share"], diag["prototypes_used"], round(math.exp(log_k)),
+                "epoch %d: %s: one prototype takes %.0f%% of the probe batch (%d of %d prototypes used): the teacher "
+                "maps different inputs to the same output", epoch, what, 100 * diag["max_prototype_share"], diag["prototypes_used"],
+                round(math.exp(log_k)),
             )
 
     def __call__(self, engine: Engine) -> None:
@@ -148,6 +158,10 @@ class RepresentationMonitor:
             diag = self.collapse_metrics(device)
             metrics |= diag
             self.warn_if_collapsed(epoch, diag)
+        if self.teacher_patch_probs_fn is not None:
+            diag = self.patch_collapse_metrics(device)
+            metrics |= {f"patch_{k}": v for k, v in diag.items()}
+            self.warn_if_collapsed(epoch, diag, "teacher patch targets")
         last = engine.state.max_epochs is not None and epoch >= engine.state.max_epochs
         if self.val_loader is not None and (epoch % self.interval == 0 or last):
             metrics |= self.knn_metrics(device)

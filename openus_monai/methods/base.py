@@ -37,8 +37,9 @@ class PretrainingMethod(nn.Module):
             (:meth:`wrap_student`); run it through :meth:`run_student`.
         export_encoder: the encoder written as the pretrained backbone (its pooled output is :meth:`features`).
 
-    Methods with a self-distillation teacher also offer ``teacher_probabilities(images, temperature) -> [B, K]``,
-    what :class:`~openus_monai.handlers.RepresentationMonitor` checks for collapse.
+    Methods with a self-distillation teacher also offer ``teacher_probabilities(images, temperature) -> [B, K]``
+    (and, with patch targets, ``teacher_patch_probabilities(images, temperature) -> [B * L, K]``), what
+    :class:`~openus_monai.handlers.RepresentationMonitor` checks for collapse.
     """
 
     required_keys: tuple[str, ...] = ()

@@ -89,6 +89,20 @@ class OpenUSMethod(OpenUSMetaArch, PretrainingMethod):
         t_cls, t_patch, _ = self.teacher(images)
         return self.ibot_loss.teacher_probs(t_cls.float(), t_patch.float(), temperature, temperature)[0]
 
+    @torch.no_grad()
+    def teacher_patch_probabilities(self, images: torch.Tensor, temperature: float) -> torch.Tensor:
+        """The teacher's centred, sharpened patch distributions (the targets of the masked-patch term).
+
+        Args:
+            images: ``[B, C, H, W]``.
+            temperature: the teacher patch temperature.
+
+        Returns:
+            ``[B * L, K]`` probabilities, one row per patch token.
+        """
+        t_cls, t_patch, _ = self.teacher(images)
+        return self.ibot_loss.teacher_probs(t_cls.float(), t_patch.float(), temperature, temperature)[1].flatten(0, 1)
+
     def forward(
         self, batch: Mapping[str, torch.Tensor], schedule: Mapping[str, float], autocast: Autocast = nullcontext
     ) -> dict[str, Any]:
