@@ -9,7 +9,7 @@ the targets' own entropy (the floor of the patch term) and the KL above it (what
 A patch target entropy near ln K means the masked-patch term is near ln K whatever the student does.
 
     PYTHONPATH=$PWD python benchmarks/probe_teacher_targets.py runs/pretrain_small/models/pretrain_final.pt \
-        --dataset_dir runs/corpus --preset small --temps 0.01 0.04 0.07
+        --dataset_dir runs/corpus --presets small --temps 0.01 0.04 0.07
 """
 
 from __future__ import annotations
@@ -26,10 +26,10 @@ from openus_monai.metrics import collapse_diagnostics
 CONFIGS = "bundles/openus_pretrain/configs"
 
 
-def load_method(checkpoint: str, dataset_dir: str, preset: str, images: int) -> tuple[torch.nn.Module, torch.Tensor]:
+def load_method(checkpoint: str, dataset_dir: str, presets: list[str], images: int) -> tuple[torch.nn.Module, torch.Tensor]:
     """The bundle's ``network`` with the checkpoint's weights (eval mode) and the monitor's probe batch ``[B, C, H, W]``."""
     parser = ConfigParser()
-    parser.read_config([f"{CONFIGS}/train.json", f"{CONFIGS}/{preset}.json"])
+    parser.read_config([f"{CONFIGS}/train.json", *(f"{CONFIGS}/{p}.json" for p in presets)])
     parser.update({"bundle_root": "bundles/openus_pretrain", "dataset_dir": dataset_dir, "monitor_probe_size": images})
     method = parser.get_parsed_content("network")
     state = torch.load(checkpoint, map_location="cpu", weights_only=True)
@@ -58,12 +58,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("checkpoint", help="a pretraining checkpoint (pretrain_final.pt or pretrain_checkpoint_*.pt)")
     parser.add_argument("--dataset_dir", required=True, help="the run's dataset_dir (the probe batch comes from it)")
-    parser.add_argument("--preset", default="small", help="the preset the run merged after train.json")
+    parser.add_argument("--presets", nargs="+", default=["small"],
+                        help="the configs the run merged after train.json, relative to configs/ without .json (e.g. recipes/openus recipes/openus_cpu)")
     parser.add_argument("--images", type=int, default=64, help="probe images")
     parser.add_argument("--temps", type=float, nargs="+", default=[0.01, 0.04, 0.07], help="teacher temperatures")
     args = parser.parse_args()
     torch.manual_seed(0)
-    method, images = load_method(args.checkpoint, args.dataset_dir, args.preset, args.images)
+    method, images = load_method(args.checkpoint, args.dataset_dir, args.presets, args.images)
     rows = target_table(method, images, args.temps)
     k = method.ibot_loss.center.shape[-1]
     print(f"{args.checkpoint}: {len(images)} probe images {tuple(images.shape[-2:])}, K = {k}, ln K = {math.log(k):.3f}")

@@ -58,12 +58,18 @@ def test_same_seeds_give_the_same_table_twice_and_a_finished_study_resumes(demo,
     assert _table(again["csv"]) == table
 
 
-def test_a_pretraining_with_other_overrides_is_not_reused(demo, tmp_path):
-    """Resume compares the recorded configs and overrides: a longer budget trains again instead of reusing."""
-    from openus_monai.studies.compare_recipes import pretrain_recipe
+def test_a_pretraining_with_other_overrides_or_config_contents_is_not_reused(demo, tmp_path):
+    """Resume compares the recorded configs (names and contents) and overrides: a longer budget, or a config
+    edited under the same name, trains again instead of reusing."""
+    import shutil
+
+    from openus_monai.studies.compare_recipes import _bundle_root, pretrain_recipe
+
+    tiny = tmp_path / "tiny_vit.json"
+    shutil.copy(_bundle_root("openus_pretrain") / "configs" / "recipes" / "tiny_vit.json", tiny)
 
     def pretrain(epochs):
-        return pretrain_recipe("usf_mae", tmp_path / "usf_mae", TINY_RECIPES["usf_mae"],
+        return pretrain_recipe("usf_mae", tmp_path / "usf_mae", ["recipes/usf_mae.json", str(tiny)],
                                {"max_epochs": epochs, "seed": 0, "demo_images": 16, "dataset_dir": str(demo)}, in_process=True)
 
     first = pretrain(1)
@@ -71,6 +77,8 @@ def test_a_pretraining_with_other_overrides_is_not_reused(demo, tmp_path):
     second = pretrain(2)
     assert not second["reused"]
     assert json.loads((tmp_path / "usf_mae" / "pretrain.json").read_text())["overrides"]["max_epochs"] == 2
+    tiny.write_text(tiny.read_text() + "\n")  # the same settings, other bytes: the record no longer matches
+    assert not pretrain(2)["reused"] and pretrain(2)["reused"]
 
 
 def test_markdown_table_one_row_per_recipe():

@@ -88,6 +88,13 @@ def test_study_table_summary_plot_resume(tmp_path):
     # every openus run again; of the random arm only the run last made with 4 epochs
     assert sorted((c[0].name, c[0].label_ratio, c[0].seed) for c in calls if c[0].name == "random") == [("random", 0.2, 0)]
     assert len(calls) == 7
+    # and so is a config file edited under the same name
+    extra = bundle / "configs" / "extra.json"
+    extra.write_text(extra.read_text() + "\n")
+    calls.clear()
+    run_label_efficiency(bundle, tmp_path / "study", ratios=[0.2], seeds=[0], pretrained={"random": ""},
+                         config_files=["configs/extra.json"], overrides={"max_epochs": 3}, resume=True, runner=_fake_runner(calls))
+    assert len(calls) == 1
 
 
 def test_study_arguments_checked(tmp_path):

@@ -33,6 +33,7 @@ from openus_monai.io import atomic_write_json
 from .label_efficiency import (  # the study's bundle runners, shared rather than copied
     _run_separately,
     _write_csv,
+    config_digests,
     format_mean_std,
     plot_label_efficiency,
     run_bundle_workflow,
@@ -89,7 +90,8 @@ def pretrain_recipe(
         recipe_configs: config files merged after ``train.json`` (bundle-relative or paths).
         overrides: bundle overrides (``dataset_dir``, ``seed``, ``max_epochs``...).
         resume: reuse a finished pretraining: ``pretrain_final.pt`` and ``backbone.pt`` present and its record
-            (``pretrain.json``) naming the same config files and overrides; ``seconds`` is then the original run's.
+            (``pretrain.json``) naming the same config files, with the same contents, and overrides; ``seconds`` is
+            then the original run's.
         in_process: run the bundle in this process.
 
     Returns:
@@ -103,7 +105,7 @@ def pretrain_recipe(
     backbone, final, record_file = models / "backbone.pt", models / "pretrain_final.pt", run_dir / "pretrain.json"
     configs = [str(root / "configs" / "train.json"), *(_config_path(root, c) for c in recipe_configs)]
     run_overrides = {**dict(overrides), "ckpt_dir": str(models), "output_dir": str(run_dir / "eval")}
-    record = {"config_files": configs, "overrides": run_overrides}
+    record = {"config_files": configs, "config_sha256": config_digests(configs), "overrides": run_overrides}
     done = json.loads(record_file.read_text(encoding="utf-8")) if record_file.is_file() else {}
     reused = resume and backbone.is_file() and final.is_file() and same_record(done, record)
     if resume and done and not reused:

@@ -42,6 +42,7 @@ __all__ = [
     "LabelEfficiencyRun",
     "StudyArm",
     "bundle_command",
+    "config_digests",
     "format_mean_std",
     "normalize_arms",
     "normalize_pretrained",
@@ -406,6 +407,12 @@ def _sha256(path: str | os.PathLike) -> str:
         return hashlib.file_digest(f, "sha256").hexdigest()
 
 
+def config_digests(config_files: Sequence[str | os.PathLike]) -> list[str]:
+    """sha256 of each config file: a run record holds them, so that a config edited under the same name is
+    another run (resume compares records with :func:`same_record`)."""
+    return [_sha256(f) for f in config_files]
+
+
 def same_record(done: Mapping[str, Any], record: Mapping[str, Any]) -> bool:
     """Whether a finished run's record (``done``, as read back from its JSON file) holds every entry of ``record``
     (compared as JSON holds them: tuples as lists, keys as strings)."""
@@ -506,7 +513,7 @@ def run_label_efficiency(
         eval_cfgs = [*train_cfgs, str(bundle_root / "configs" / "evaluate.json")]
         run_overrides = {**dict(overrides or {}), **run.overrides}
         record = {"train_configs": train_cfgs, "evaluate_configs": eval_cfgs, "overrides": run_overrides,
-                  "pretrained_sha256": digests.get(run.checkpoint)}
+                  "config_sha256": config_digests(eval_cfgs), "pretrained_sha256": digests.get(run.checkpoint)}
         if resume and _finished(run, record):
             logger.info("[%d/%d] %s: reusing %s", i, len(runs), run, run.metrics_file)
         else:
