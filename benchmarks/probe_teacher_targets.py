@@ -44,8 +44,8 @@ def target_table(method: torch.nn.Module, images: torch.Tensor, temps: list[floa
     log_student = F.log_softmax(s_patch.float().flatten(0, 1) / method.ibot_loss.student_temp, dim=-1)  # [B * L, K]
     rows = []
     for temp in temps:
-        cls = collapse_diagnostics(method.teacher_probabilities(images, temp))
-        patch_probs = method.teacher_patch_probabilities(images, temp)
+        targets = method.teacher_targets(images, temp)
+        cls, patch_probs = collapse_diagnostics(targets["class"]), targets["patch"]
         patch = collapse_diagnostics(patch_probs)
         ce = float(-(patch_probs * log_student).sum(-1).mean())
         rows.append({"temp": temp, "cls_entropy_ratio": cls["entropy_ratio"], "cls_max_share": cls["max_prototype_share"],

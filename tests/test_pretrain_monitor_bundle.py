@@ -79,7 +79,8 @@ def test_the_papers_patch_temperature_gives_flat_patch_targets_at_this_scale(tmp
 
 def test_method_interface_and_monitor_list(tmp_path):
     """features() of any method is the export encoder's pooled last stage (eval mode, training flag kept);
-    teacher_probabilities() of OpenUS are distributions; monitor_datalist gives class indices, a stratified subset."""
+    teacher_targets() of OpenUS are distributions and the same features from one teacher forward; monitor_datalist
+    gives class indices, a stratified subset."""
     import torch
 
     from openus_monai.data import monitor_datalist
@@ -94,10 +95,17 @@ def test_method_interface_and_monitor_list(tmp_path):
         feats = method.features(x)
         assert feats.shape == (3, 128) and method.export_encoder.training == before
         torch.testing.assert_close(feats, method.export_encoder.eval()(x)[-1].mean((2, 3)))  # eval: no drop path
-    probs = method.teacher_probabilities(x, temperature=0.1)
+    forwards = []
+    hook = method.teacher.encoder.register_forward_hook(lambda *_: forwards.append(1))
+    targets = method.teacher_targets(x, temperature=0.1, patch_temperature=0.5)
+    hook.remove()
+    assert len(forwards) == 1
+    probs, patch = targets["class"], targets["patch"]  # patch: 2 x 2 last-stage tokens per 64-pixel image
     assert probs.shape == (3, 32) and torch.allclose(probs.sum(1), torch.ones(3))
-    patch = method.teacher_patch_probabilities(x, temperature=0.1)  # 2 x 2 last-stage tokens per 64-pixel image
     assert patch.shape == (12, 32) and torch.allclose(patch.sum(1), torch.ones(12))
+    torch.testing.assert_close(targets["features"], method.features(x))
+    sharper = method.teacher_targets(x, temperature=0.1)["patch"]  # the patch temperature defaults to the class one (0.1 < 0.5)
+    assert (sharper * sharper.log()).sum(1).mean() > (patch * patch.log()).sum(1).mean()  # lower entropy
 
     data = demo_dataset(tmp_path / "demo", n=16, size=64)
     full = monitor_datalist(str(data))

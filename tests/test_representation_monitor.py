@@ -45,7 +45,7 @@ def test_leave_one_out_without_train_loader():
 
 def test_collapse_warnings(caplog):
     probe = torch.randn(16, 1, 8, 8)
-    uniform = RepresentationMonitor(feature_fn, teacher_probs_fn=lambda x: torch.full((len(x), 32), 1 / 32), probe_images=probe)
+    uniform = RepresentationMonitor(feature_fn, teacher_targets_fn=lambda x: {"class": torch.full((len(x), 32), 1 / 32)}, probe_images=probe)
     with caplog.at_level(logging.WARNING):
         seen = _run(uniform, 1)
     assert seen[0]["monitor_entropy_ratio"] > 0.99 and "near uniform" in caplog.text
@@ -54,36 +54,41 @@ def test_collapse_warnings(caplog):
     def one_prototype(x):
         p = torch.zeros(len(x), 32)
         p[:, 3] = 1
-        return p
+        return {"class": p}
 
     with caplog.at_level(logging.WARNING):
-        seen = _run(RepresentationMonitor(feature_fn, teacher_probs_fn=one_prototype, probe_images=probe), 1)
+        seen = _run(RepresentationMonitor(feature_fn, teacher_targets_fn=one_prototype, probe_images=probe), 1)
     assert seen[0]["monitor_max_prototype_share"] == 1.0 and "one prototype takes 100%" in caplog.text
     caplog.clear()
 
     def healthy(x):
-        return torch.eye(32)[torch.arange(len(x)) % 32] * 0.9 + 0.1 / 32
+        return {"class": torch.eye(32)[torch.arange(len(x)) % 32] * 0.9 + 0.1 / 32}
 
     with caplog.at_level(logging.WARNING):
-        seen = _run(RepresentationMonitor(feature_fn, teacher_probs_fn=healthy, probe_images=probe), 1)
+        seen = _run(RepresentationMonitor(feature_fn, teacher_targets_fn=healthy, probe_images=probe), 1)
     assert seen[0]["monitor_prototypes_used"] == 16 and "feature_std" in "".join(seen[0])
     assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
 
 
 def test_patch_target_diagnostics(caplog):
-    """Near-uniform patch targets (what left the masked-patch term at ln K) are measured and warned about on their own."""
+    """Near-uniform patch targets (what left the masked-patch term at ln K) are measured and warned about on their
+    own; the targets come from one call, whose features replace ``feature_fn``'s."""
     probe = torch.randn(4, 1, 8, 8)
+    calls = []
 
-    def sharp(x):
-        return torch.eye(32)[torch.arange(len(x)) % 32] * 0.9 + 0.1 / 32
+    def targets(x):  # sharp class targets, 16 nearly uniform patch targets per image
+        calls.append(len(x))
+        patch = torch.softmax(torch.randn(len(x) * 16, 32, generator=torch.Generator().manual_seed(0)) * 0.01, dim=-1)
+        return {"class": torch.eye(32)[torch.arange(len(x)) % 32] * 0.9 + 0.1 / 32, "patch": patch, "features": torch.zeros(len(x), 2)}
 
-    def soft_patches(x):  # 16 patch tokens per image, each nearly uniform
-        return torch.softmax(torch.randn(len(x) * 16, 32, generator=torch.Generator().manual_seed(0)) * 0.01, dim=-1)
+    def unused_feature_fn(x):
+        raise AssertionError("the targets' features should be used")
 
-    monitor = RepresentationMonitor(feature_fn, teacher_probs_fn=sharp, probe_images=probe, teacher_patch_probs_fn=soft_patches)
+    monitor = RepresentationMonitor(unused_feature_fn, teacher_targets_fn=targets, probe_images=probe)
     with caplog.at_level(logging.WARNING):
-        seen = _run(monitor, 1)
+        seen = _run(monitor, 2)
+    assert calls == [4, 4]  # one call per epoch
     assert seen[0]["monitor_patch_entropy_ratio"] > 0.99 and seen[0]["monitor_entropy_ratio"] < 0.5
-    assert "monitor_feature_std" in seen[0] and "monitor_patch_feature_std" not in seen[0]
+    assert seen[0]["monitor_feature_std"] == 0.0 and "monitor_patch_feature_std" not in seen[0]
     warnings = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
-    assert len(warnings) == 1 and "teacher patch targets: near uniform" in warnings[0]
+    assert len(warnings) == 2 and all("teacher patch targets: near uniform" in w for w in warnings)  # one per epoch

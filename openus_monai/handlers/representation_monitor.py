@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 import torch
@@ -26,9 +26,9 @@ class RepresentationMonitor:
     when given) is passed through ``feature_fn``, and DINO's weighted k-NN accuracy (train -> val, or
     leave-one-out within the validation list when no ``train_loader`` is given) is written to
     ``engine.state.metrics[f"{prefix}knn_acc"]`` (and ``linear_probe_acc`` with ``linear_probe``).
-    Every epoch the fixed ``probe_images`` go through ``teacher_probs_fn`` (and ``feature_fn``), and
-    :func:`~openus_monai.metrics.collapse_diagnostics` lands in the metrics as ``f"{prefix}{name}"``
-    (and those of ``teacher_patch_probs_fn``, the masked-patch targets, as ``f"{prefix}patch_{name}"``);
+    Every epoch the fixed ``probe_images`` go through ``teacher_targets_fn`` (one teacher forward), and
+    :func:`~openus_monai.metrics.collapse_diagnostics` of its class targets lands in the metrics as
+    ``f"{prefix}{name}"`` (those of its patch targets, the masked-patch term's, as ``f"{prefix}patch_{name}"``);
     a WARNING is logged when the teacher's output is near uniform (mean entropy above
     ``uniform_ratio * ln K``) or when one prototype takes most of the batch (the largest argmax share
     above ``dominant_share``): the two ways DINO/iBOT-style self-distillation collapses. Epoch-level
@@ -38,16 +38,17 @@ class RepresentationMonitor:
     Wiring for a pretraining method (``method`` a :class:`~openus_monai.methods.PretrainingMethod`; the
     pretraining bundle's ``train.json`` does this, see its ``monitor`` section)::
 
-        RepresentationMonitor(method.features, val_loader,
-                              functools.partial(method.teacher_probabilities, temperature=teacher_temp), probe_images)
+        RepresentationMonitor(method.features, val_loader, functools.partial(
+            method.teacher_targets, temperature=teacher_temp, patch_temperature=teacher_patch_temp), probe_images)
 
     Args:
         feature_fn: ``images [B, C, H, W] -> features [B, D]`` (e.g. the teacher encoder's pooled last stage).
         val_loader: labelled images, batches as dicts (``image_key``, ``label_key``) or ``(images, labels)``.
-        teacher_probs_fn: ``images [B, C, H, W] -> probabilities [B, K]`` (teacher head after centring and
-            sharpening at the current temperature); None: no collapse diagnostics.
-        teacher_patch_probs_fn: ``images [B, C, H, W] -> probabilities [B * L, K]``, the teacher's patch
-            targets (near-uniform ones leave the masked-patch term at ``ln K`` with nothing to learn); None: not checked.
+        teacher_targets_fn: ``images [B, C, H, W] -> {"class": [B, K], "patch": [B * L, K], "features": [B, D]}``:
+            the teacher's class targets (head output after centring and sharpening), optionally its patch
+            targets (near-uniform ones leave the masked-patch term at ``ln K`` with nothing to learn) and its
+            pooled features (else ``feature_fn`` gives them); e.g. ``OpenUSMethod.teacher_targets``. None: no
+            collapse diagnostics.
         probe_images: a fixed batch ``[B, C, H, W]`` for the diagnostics (use B >= 16 so that shares mean something).
         train_loader: labelled reference set of the k-NN (the "memory bank"); None: leave-one-out on ``val_loader``.
         interval: epochs between k-NN evaluations.
@@ -65,9 +66,8 @@ class RepresentationMonitor:
         self,
         feature_fn: Callable[[torch.Tensor], torch.Tensor],
         val_loader: Iterable[Batch] | None = None,
-        teacher_probs_fn: Callable[[torch.Tensor], torch.Tensor] | None = None,
+        teacher_targets_fn: Callable[[torch.Tensor], Mapping[str, torch.Tensor]] | None = None,
         probe_images: torch.Tensor | None = None,
-        teacher_patch_probs_fn: Callable[[torch.Tensor], torch.Tensor] | None = None,
         train_loader: Iterable[Batch] | None = None,
         interval: int = 5,
         k: int = 20,
@@ -84,9 +84,9 @@ class RepresentationMonitor:
             raise ValueError(f"interval must be >= 1, got {interval}")
         if linear_probe and train_loader is None:
             raise ValueError("linear_probe needs a train_loader")
-        if (teacher_probs_fn is not None or teacher_patch_probs_fn is not None) and probe_images is None:
-            raise ValueError("teacher_probs_fn and teacher_patch_probs_fn need probe_images")
-        self.feature_fn, self.teacher_probs_fn, self.teacher_patch_probs_fn = feature_fn, teacher_probs_fn, teacher_patch_probs_fn
+        if teacher_targets_fn is not None and probe_images is None:
+            raise ValueError("teacher_targets_fn needs probe_images")
+        self.feature_fn, self.teacher_targets_fn = feature_fn, teacher_targets_fn
         self.val_loader, self.train_loader, self.probe_images = val_loader, train_loader, probe_images
         self.interval, self.k, self.temperature, self.linear_probe = interval, k, temperature, linear_probe
         self.uniform_ratio, self.dominant_share, self.prefix = uniform_ratio, dominant_share, prefix
@@ -125,16 +125,16 @@ class RepresentationMonitor:
         return out
 
     @torch.no_grad()
-    def collapse_metrics(self, device: torch.device) -> dict[str, float]:
-        """Collapse diagnostics of the teacher on the probe batch."""
+    def collapse_metrics(self, device: torch.device) -> dict[str, dict[str, float]]:
+        """Collapse diagnostics of the teacher's targets on the probe batch: ``{"class": ..., "patch": ...}``
+        (``"patch"`` when the targets have it; its rows are patch tokens; ``"class"`` holds the features' spread)."""
         images = self.probe_images.to(device)
-        probs = self.teacher_probs_fn(images)
-        return collapse_diagnostics(probs.float().cpu(), self.feature_fn(images).float().cpu())
-
-    @torch.no_grad()
-    def patch_collapse_metrics(self, device: torch.device) -> dict[str, float]:
-        """Collapse diagnostics of the teacher's patch targets on the probe batch (rows: patch tokens)."""
-        return collapse_diagnostics(self.teacher_patch_probs_fn(self.probe_images.to(device)).float().cpu())
+        targets = self.teacher_targets_fn(images)
+        features = targets["features"] if targets.get("features") is not None else self.feature_fn(images)
+        diags = {"class": collapse_diagnostics(targets["class"].float().cpu(), features.float().cpu())}
+        if targets.get("patch") is not None:
+            diags["patch"] = collapse_diagnostics(targets["patch"].float().cpu())
+        return diags
 
     def warn_if_collapsed(self, epoch: int, diag: dict[str, float], what: str = "teacher output") -> None:
         """Log a WARNING for near-uniform or single-prototype distributions (``diag`` from :func:`collapse_diagnostics`)."""
@@ -154,14 +154,13 @@ class RepresentationMonitor:
     def __call__(self, engine: Engine) -> None:
         device, epoch = self._device(engine), engine.state.epoch
         metrics: dict[str, float] = {}
-        if self.teacher_probs_fn is not None:
-            diag = self.collapse_metrics(device)
-            metrics |= diag
-            self.warn_if_collapsed(epoch, diag)
-        if self.teacher_patch_probs_fn is not None:
-            diag = self.patch_collapse_metrics(device)
-            metrics |= {f"patch_{k}": v for k, v in diag.items()}
-            self.warn_if_collapsed(epoch, diag, "teacher patch targets")
+        if self.teacher_targets_fn is not None:
+            diags = self.collapse_metrics(device)
+            metrics |= diags["class"]
+            self.warn_if_collapsed(epoch, diags["class"])
+            if "patch" in diags:
+                metrics |= {f"patch_{k}": v for k, v in diags["patch"].items()}
+                self.warn_if_collapsed(epoch, diags["patch"], "teacher patch targets")
         last = engine.state.max_epochs is not None and epoch >= engine.state.max_epochs
         if self.val_loader is not None and (epoch % self.interval == 0 or last):
             metrics |= self.knn_metrics(device)

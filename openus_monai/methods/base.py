@@ -37,8 +37,8 @@ class PretrainingMethod(nn.Module):
             (:meth:`wrap_student`); run it through :meth:`run_student`.
         export_encoder: the encoder written as the pretrained backbone (its pooled output is :meth:`features`).
 
-    Methods with a self-distillation teacher also offer ``teacher_probabilities(images, temperature) -> [B, K]``
-    (and, with patch targets, ``teacher_patch_probabilities(images, temperature) -> [B * L, K]``), what
+    Methods with a self-distillation teacher also offer ``teacher_targets(images, temperature, patch_temperature)
+    -> {"class": [B, K], "patch": [B * L, K], "features": [B, D]}`` (one teacher forward), what
     :class:`~openus_monai.handlers.RepresentationMonitor` checks for collapse.
     """
 

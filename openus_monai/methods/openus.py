@@ -76,32 +76,27 @@ class OpenUSMethod(OpenUSMetaArch, PretrainingMethod):
         return self.teacher.encoder
 
     @torch.no_grad()
-    def teacher_probabilities(self, images: torch.Tensor, temperature: float) -> torch.Tensor:
-        """The teacher's centred, sharpened class distributions (what the student is trained to match).
+    def teacher_targets(
+        self, images: torch.Tensor, temperature: float, patch_temperature: float | None = None
+    ) -> dict[str, torch.Tensor]:
+        """The teacher's centred, sharpened targets (what the student is trained to match) and its pooled
+        features, from one teacher forward.
 
         Args:
             images: ``[B, C, H, W]`` (whole images or global views).
-            temperature: the teacher temperature.
+            temperature: the teacher temperature of the class targets.
+            patch_temperature: that of the patch targets (default: ``temperature``).
 
         Returns:
-            ``[B, K]`` probabilities (``K = out_dim``).
+            ``{"class": [B, K], "patch": [B * L, K], "features": [B, D]}``: class probabilities, patch
+            probabilities (one row per last-stage token), and the last stage averaged over space (what
+            :meth:`features` gives).
         """
-        t_cls, t_patch, _ = self.teacher(images)
-        return self.ibot_loss.teacher_probs(t_cls.float(), t_patch.float(), temperature, temperature)[0]
-
-    @torch.no_grad()
-    def teacher_patch_probabilities(self, images: torch.Tensor, temperature: float) -> torch.Tensor:
-        """The teacher's centred, sharpened patch distributions (the targets of the masked-patch term).
-
-        Args:
-            images: ``[B, C, H, W]``.
-            temperature: the teacher patch temperature.
-
-        Returns:
-            ``[B * L, K]`` probabilities, one row per patch token.
-        """
-        t_cls, t_patch, _ = self.teacher(images)
-        return self.ibot_loss.teacher_probs(t_cls.float(), t_patch.float(), temperature, temperature)[1].flatten(0, 1)
+        last = self.teacher.encoder(images)[-1]  # [B, D, h, w]; the teacher is always in eval mode
+        cls, patch = self.teacher.head(VMamba.tokens_from_map(last))
+        patch_temperature = temperature if patch_temperature is None else patch_temperature
+        cls_probs, patch_probs = self.ibot_loss.teacher_probs(cls.float(), patch.float(), temperature, patch_temperature)
+        return {"class": cls_probs, "patch": patch_probs.flatten(0, 1), "features": last.mean((2, 3))}
 
     def forward(
         self, batch: Mapping[str, torch.Tensor], schedule: Mapping[str, float], autocast: Autocast = nullcontext
