@@ -350,6 +350,26 @@ class OpenUSCLI:
         with open(result["results"], encoding="utf-8") as f:
             return f.read()
 
+    def foundation_merge(self, *study_dirs: str, output_dir: str) -> str:
+        """Join finished foundation studies (e.g. one per label ratio) into one table and plot per task.
+
+        Reads every STUDY_DIR/TASK/label_efficiency.csv and writes OUTPUT_DIR/TASK/label_efficiency.csv,
+        label_efficiency.png and table.md, and OUTPUT_DIR/results.md; runs nothing. A run (task, arm, ratio,
+        seed) found in two studies is an error.
+
+        Args:
+            study_dirs: folders written by foundation-study.
+            output_dir: a new folder for the joined tables.
+
+        Returns:
+            the combined Markdown (also written to OUTPUT_DIR/results.md).
+        """
+        from openus_monai.studies.foundation import merge_foundation_studies
+
+        result = merge_foundation_studies(study_dirs, output_dir)
+        with open(result["results"], encoding="utf-8") as f:
+            return f.read()
+
 
 def command_overview(cli: type = OpenUSCLI) -> str:
     """The top-level help: every command (spelled with hyphens, as the README does) with its first doc line."""

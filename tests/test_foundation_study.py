@@ -197,3 +197,44 @@ def test_cli_command_registered():
     out = subprocess.run([sys.executable, "-m", "openus_monai", "foundation-study", "--help"], cwd=REPO, capture_output=True,
                          text=True, env={"PAGER": "cat", "PATH": "/usr/bin:/bin", "PYTHONPATH": str(REPO)})
     assert out.returncode == 0 and "--ablation" in out.stdout + out.stderr and "--val_interval" in out.stdout + out.stderr
+
+
+def test_merge_joins_studies_run_apart(tmp_path):
+    """Two studies, one label ratio each (one with three seeds, one with one), join into one table per task through
+    the CLI: every run once, cells over fewer seeds marked; a run present in both studies is refused."""
+    import subprocess
+    import sys
+
+    from openus_monai.studies.foundation import merge_foundation_studies
+
+    weights = _encoder_file(tmp_path / "w.pt")
+
+    def runner(run, train_cfgs, eval_cfgs, overrides):
+        score = {"openus": 0.7, "random": 0.5}.get(run.name, 0.4) + run.label_ratio / 10 + 0.01 * run.seed
+        Path(overrides["output_dir"]).mkdir(parents=True)
+        (Path(overrides["output_dir"]) / "metrics.json").write_text(json.dumps({"dice": score, "accuracy": score, "n_images": 3}))
+
+    sources = _sources(tmp_path / "sources")
+    arms = ["openus", "random", "baseline"]
+    run_foundation_study(weights, tmp_path / "r01", sources, tasks=["busi_seg", "busi_cls"], arms=arms, ratios=[0.1],
+                         seeds=[0, 1, 2], runner=runner)
+    run_foundation_study(weights, tmp_path / "r1", sources, tasks=["busi_seg"], arms=arms, ratios=[1.0], seeds=[0], runner=runner)
+    out = subprocess.run([sys.executable, "-m", "openus_monai", "foundation-merge", str(tmp_path / "r01"), str(tmp_path / "r1"),
+                          "--output_dir", str(tmp_path / "merged")], cwd=REPO, capture_output=True, text=True,
+                         env={"PAGER": "cat", "PATH": "/usr/bin:/bin", "PYTHONPATH": str(REPO)})
+    assert out.returncode == 0, out.stderr[-2000:]
+    seg = read_study_csv(tmp_path / "merged" / "busi_seg" / "label_efficiency.csv")
+    assert sorted((r["name"], r["label_ratio"], r["seed"]) for r in seg) == sorted(
+        [(a, 0.1, s) for a in ("openus", "random", "basicunet") for s in (0.0, 1.0, 2.0)] + [(a, 1.0, 0.0) for a in ("openus", "random", "basicunet")])
+    table = (tmp_path / "merged" / "busi_seg" / "table.md").read_text()
+    assert "| arm (dice) | 0.1 of the labels | 1 of the labels |" in table
+    assert "| openus | 0.720 ± 0.010 | 0.800 (n=1) |" in table and "| **openus - random** | +0.200 ± 0.000 | +0.200 (n=1) |" in table
+    assert (tmp_path / "merged" / "busi_seg" / "label_efficiency.png").stat().st_size > 0
+    assert "| 0.1 of the labels |" in (tmp_path / "merged" / "busi_cls" / "table.md").read_text()  # a task of one study only
+    assert "## Label efficiency: `w.pt`" in out.stdout and "### busi_seg" in out.stdout and "### busi_cls" in out.stdout
+    with pytest.raises(ValueError, match=r"\('openus', 0.1, 0\).* is in both"):
+        merge_foundation_studies([tmp_path / "r01", tmp_path / "r01"], tmp_path / "again")
+    with pytest.raises(ValueError, match="one of the studies"):
+        merge_foundation_studies([tmp_path / "r01"], tmp_path / "r01")
+    with pytest.raises(ValueError, match="not a foundation study"):
+        merge_foundation_studies([tmp_path / "sources"], tmp_path / "x")

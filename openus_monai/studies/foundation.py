@@ -12,6 +12,7 @@ out of pretraining).
 Per task, ``OUTPUT/TASK/`` holds the study's CSV, summary and plot, and ``table.md`` (mean +- standard
 deviation over seeds per arm and label ratio, and the paired differences pretrained - random); ``OUTPUT/
 results.md`` combines the tasks. Runs are resumable: a finished run (same configs and overrides) is reused.
+:func:`merge_foundation_studies` joins studies run apart (say, one label ratio each) into one table per task.
 """
 
 from __future__ import annotations
@@ -27,7 +28,14 @@ from typing import Any
 
 from openus_monai.io import atomic_path
 
-from .label_efficiency import RANDOM_PREFIX, format_mean_std, run_label_efficiency, summarize_runs
+from .label_efficiency import (
+    RANDOM_PREFIX,
+    _write_csv,
+    format_mean_std,
+    plot_label_efficiency,
+    run_label_efficiency,
+    summarize_runs,
+)
 
 __all__ = [
     "ARMS",
@@ -35,6 +43,7 @@ __all__ = [
     "StudyTask",
     "difference_rows",
     "markdown_table",
+    "merge_foundation_studies",
     "read_study_csv",
     "run_foundation_study",
     "study_arms",
@@ -215,6 +224,31 @@ def _write_text(path: Path, text: str) -> None:
         Path(tmp).write_text(text, encoding="utf-8")
 
 
+def _write_task_section(out: Path, name: str, rows: Sequence[Mapping[str, Any]], settings: str, note: str = "") -> str:
+    """``OUT/NAME/table.md``: the task's title, settings, run count and times, table and plot link; returns it."""
+    task = TASKS[name]
+    table = markdown_table(rows, task.metric)
+    settings += f"; {len(rows)} runs"
+    for key, what in (("wall_s", "wall"), ("cpu_s", "CPU")):
+        times = [float(r[key]) for r in rows if r.get(key) is not None]
+        if times:
+            settings += f", {sum(times) / 60:.1f} min {what} ({max(times):.0f} s the longest)"
+    section = (f"### {name}: {task.title or task.bundle}\n\n{settings}.{' ' + note if note else ''}\n\n"
+               f"{table}\n\n![{name}]({name}/label_efficiency.png)\n")
+    _write_text(out / name / "table.md", section)
+    logger.info("%s:\n%s", name, table)
+    return section
+
+
+def _write_results(out: Path, weights_names: Sequence[str], sections: Sequence[str]) -> Path:
+    """``OUT/results.md``: the tasks' sections under one header naming the pretrained encoder file(s)."""
+    names = ", ".join(f"`{n}`" for n in dict.fromkeys(weights_names)) or "no pretrained encoder"
+    header = (f"## Label efficiency: {names}\n\nMean ± standard deviation over seeds; the rows "
+              "`arm - random` are paired differences (same seed, same label subset).\n\n")
+    _write_text(out / "results.md", header + "\n".join(sections))
+    return out / "results.md"
+
+
 def _image_size(bundle: str, size: int) -> Any:
     """The bundles' spelling of the image size: ``[H, W]`` for segmentation, one int for classification."""
     return int(size) if bundle == "openus_cls" else [int(size), int(size)]
@@ -292,21 +326,65 @@ def run_foundation_study(
             config_files=list(extra), overrides=common, metrics=[task.metric], resume=resume, runner=runner,
             title=f"{name}: {max_epochs} epochs, {image_size} px",
         )
-        table = markdown_table(result["rows"], task.metric)
-        settings = f"{max_epochs} epochs, {image_size} px, batch {batch_size}, seeds {list(seeds)}; {len(result['rows'])} runs"
-        for key, what in (("wall_s", "wall"), ("cpu_s", "CPU")):
-            times = [float(r[key]) for r in result["rows"] if r.get(key) is not None]
-            if times:
-                settings += f", {sum(times) / 60:.1f} min {what} ({max(times):.0f} s the longest)"
-        section = (f"### {name}: {task.title or task.bundle}\n\n{settings}. Test list: `{data / 'datalist.json'}` `test`.\n\n"
-                   f"{table}\n\n![{name}]({name}/label_efficiency.png)\n")
-        _write_text(out / name / "table.md", section)
+        settings = f"{max_epochs} epochs, {image_size} px, batch {batch_size}, seeds {list(seeds)}"
+        section = _write_task_section(out, name, result["rows"], settings, f"Test list: `{data / 'datalist.json'}` `test`.")
         sections.append(section)
         report["tasks"][name] = {"csv": result["csv"], "plot": result["plot"], "table": str(out / name / "table.md"),
                                  "rows": result["rows"]}
-        logger.info("%s:\n%s", name, table)
-    header = (f"## Label efficiency: `{Path(weights).name}`\n\nMean ± standard deviation over seeds; the rows "
-              "`arm - random` are paired differences (same seed, same label subset).\n\n")
-    _write_text(out / "results.md", header + "\n".join(sections))
-    report["results"] = str(out / "results.md")
+    report["results"] = str(_write_results(out, [Path(weights).name], sections))
+    return report
+
+
+def merge_foundation_studies(study_dirs: Sequence[str | os.PathLike], output_dir: str | os.PathLike) -> dict[str, Any]:
+    """Join finished foundation studies into one table per task (e.g. label ratio 0.1 from one study, 0.25 and 1.0
+    from later ones): ``OUTPUT/TASK/`` gets the joined ``label_efficiency.csv``, its plot and ``table.md``, and
+    ``OUTPUT/results.md`` combines the tasks. Nothing is run; the studies are only read.
+
+    Args:
+        study_dirs: folders written by :func:`run_foundation_study` (``TASK/label_efficiency.csv`` each).
+        output_dir: where the joined tables go (not one of ``study_dirs``).
+
+    Returns:
+        ``{"results": path of results.md, "tasks": {task: {"csv", "plot", "table", "rows"}}}``.
+
+    Raises:
+        ValueError: no study given, the output is one of the studies, a study holds no task of :data:`TASKS`,
+            or one run (task, arm, label ratio, seed) is in two studies.
+    """
+    studies = [Path(d).resolve() for d in study_dirs]
+    out = Path(output_dir).resolve()
+    if not studies:
+        raise ValueError("give at least one study folder to merge")
+    if out in studies:
+        raise ValueError(f"the output folder {out} is one of the studies; merge into a new folder")
+    report: dict[str, Any] = {"tasks": {}}
+    sections, weights_names = [], []
+    for study in studies:
+        if not any((study / name / "label_efficiency.csv").is_file() for name in TASKS):
+            raise ValueError(f"{study}: no TASK/label_efficiency.csv of the tasks {list(TASKS)}; not a foundation study")
+    for name, task in TASKS.items():
+        rows: list[dict[str, Any]] = []
+        origin: dict[tuple[str, float, int], Path] = {}
+        for study in studies:
+            csv_file = study / name / "label_efficiency.csv"
+            if not csv_file.is_file():
+                continue
+            for row in read_study_csv(csv_file):
+                key = (row["name"], float(row["label_ratio"]), int(row["seed"]))
+                if key in origin:
+                    raise ValueError(f"task {name}: the run {key} (arm, label ratio, seed) is in both {origin[key]} and {csv_file}")
+                origin[key] = csv_file
+                rows.append(row)
+        if not rows:
+            continue
+        weights_names += [Path(r["pretrained"]).name for r in rows if r["name"] == "openus" and r.get("pretrained")]
+        (out / name).mkdir(parents=True, exist_ok=True)
+        with atomic_path(out / name / "label_efficiency.csv") as tmp:
+            _write_csv(tmp, rows)
+        plot = plot_label_efficiency(rows, [task.metric], out / name / "label_efficiency.png", title=f"{name} (merged)")
+        sources = ", ".join(f"`{p}`" for p in dict.fromkeys(origin.values()))
+        sections.append(_write_task_section(out, name, rows, f"Merged from {sources}"))
+        report["tasks"][name] = {"csv": str(out / name / "label_efficiency.csv"), "plot": str(plot),
+                                 "table": str(out / name / "table.md"), "rows": rows}
+    report["results"] = str(_write_results(out, weights_names, sections))
     return report
