@@ -23,6 +23,7 @@ import json
 import math
 import statistics
 import time
+import warnings
 from pathlib import Path
 
 import torch
@@ -58,9 +59,11 @@ def linear_probe(train_x: torch.Tensor, train_y: torch.Tensor, test_x: torch.Ten
     from sklearn.preprocessing import StandardScaler
 
     folds = max(2, min(5, int(torch.bincount(train_y).min())))
-    model = make_pipeline(StandardScaler(), LogisticRegressionCV(Cs=list(torch.logspace(-4, 2, 13).tolist()), cv=folds,
+    model = make_pipeline(StandardScaler(), LogisticRegressionCV(Cs=list(torch.logspace(-4, 2, 13).tolist()), cv=folds, scoring="accuracy",
                                                                  max_iter=5000, random_state=seed))
-    model.fit(train_x.numpy(), train_y.numpy())
+    with warnings.catch_warnings():  # scikit-learn 1.9 announces renamed defaults; the ones used here are set explicitly
+        warnings.simplefilter("ignore", FutureWarning)
+        model.fit(train_x.numpy(), train_y.numpy())
     return float((model.predict(test_x.numpy()) == test_y.numpy()).mean())
 
 
