@@ -225,7 +225,8 @@ def test_merge_joins_studies_run_apart(tmp_path):
     assert out.returncode == 0, out.stderr[-2000:]
     seg = read_study_csv(tmp_path / "merged" / "busi_seg" / "label_efficiency.csv")
     assert sorted((r["name"], r["label_ratio"], r["seed"]) for r in seg) == sorted(
-        [(a, 0.1, s) for a in ("openus", "random", "basicunet") for s in (0.0, 1.0, 2.0)] + [(a, 1.0, 0.0) for a in ("openus", "random", "basicunet")])
+        [(a, 0.1, s) for a in ("openus", "random", "basicunet") for s in (0, 1, 2)] + [(a, 1.0, 0) for a in ("openus", "random", "basicunet")])
+    assert ",0.1,0," in (tmp_path / "merged" / "busi_seg" / "label_efficiency.csv").read_text()  # seeds stay integers
     table = (tmp_path / "merged" / "busi_seg" / "table.md").read_text()
     assert "| arm (dice) | 0.1 of the labels | 1 of the labels |" in table
     assert "| openus | 0.720 ± 0.010 | 0.800 (n=1) |" in table and "| **openus - random** | +0.200 ± 0.000 | +0.200 (n=1) |" in table

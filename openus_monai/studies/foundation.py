@@ -370,7 +370,8 @@ def merge_foundation_studies(study_dirs: Sequence[str | os.PathLike], output_dir
             if not csv_file.is_file():
                 continue
             for row in read_study_csv(csv_file):
-                key = (row["name"], float(row["label_ratio"]), int(row["seed"]))
+                row["seed"] = int(row["seed"])
+                key = (row["name"], float(row["label_ratio"]), row["seed"])
                 if key in origin:
                     raise ValueError(f"task {name}: the run {key} (arm, label ratio, seed) is in both {origin[key]} and {csv_file}")
                 origin[key] = csv_file
@@ -378,7 +379,6 @@ def merge_foundation_studies(study_dirs: Sequence[str | os.PathLike], output_dir
         if not rows:
             continue
         weights_names += [Path(r["pretrained"]).name for r in rows if r["name"] == "openus" and r.get("pretrained")]
-        (out / name).mkdir(parents=True, exist_ok=True)
         with atomic_path(out / name / "label_efficiency.csv") as tmp:
             _write_csv(tmp, rows)
         plot = plot_label_efficiency(rows, [task.metric], out / name / "label_efficiency.png", title=f"{name} (merged)")
