@@ -351,11 +351,11 @@ def merge_foundation_studies(study_dirs: Sequence[str | os.PathLike], output_dir
         ValueError: no study given, the output is one of the studies, a study holds no task of :data:`TASKS`,
             or one run (task, arm, label ratio, seed) is in two studies.
     """
-    studies = [Path(d).resolve() for d in study_dirs]
+    studies = [Path(d) for d in study_dirs]  # named as given in the tables
     out = Path(output_dir).resolve()
     if not studies:
         raise ValueError("give at least one study folder to merge")
-    if out in studies:
+    if out in [s.resolve() for s in studies]:
         raise ValueError(f"the output folder {out} is one of the studies; merge into a new folder")
     report: dict[str, Any] = {"tasks": {}}
     sections, weights_names = [], []
