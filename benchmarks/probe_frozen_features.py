@@ -4,9 +4,9 @@ random initialisation, on a labelled classification data set, at several label r
 The foundation study's frozen arm trains a linear head with the bundle's short schedule (12 epochs, AdamW), which
 can leave it underfitted; this probe fits the head to convergence on cached features instead, as DINO's linear
 and k-NN evaluations do: scikit-learn's L2 logistic regression on standardised features, its strength chosen by
-stratified cross-validation on the training subset (``LogisticRegressionCV``), and DINO's weighted k-NN. Features are the last stage averaged over space (what the pretraining monitor uses),
-images go through the pretraining monitor's preprocessing (grey, scaled to [0, 1], resized to the encoder's
-training size). Label subsets are the bundles' (`subset_by_label_ratio`: seeded, stratified, nested); every seed
+stratified cross-validation on the training subset (``LogisticRegressionCV``), and DINO's weighted k-NN.
+Features are the last stage averaged over space (what the pretraining monitor uses); images go through the
+pretraining monitor's preprocessing (grey, scaled to [0, 1], resized to the encoder's training size). Label subsets are the bundles' (`subset_by_label_ratio`: seeded, stratified, nested); every seed
 draws its own subset and its own random encoder, and the differences are paired by seed.
 
     python -m benchmarks.probe_frozen_features weights/openus_us_small.pt --dataset_dir runs/corpus/sources/busi \
@@ -59,8 +59,9 @@ def linear_probe(train_x: torch.Tensor, train_y: torch.Tensor, test_x: torch.Ten
     from sklearn.preprocessing import StandardScaler
 
     folds = max(2, min(5, int(torch.bincount(train_y).min())))
-    model = make_pipeline(StandardScaler(), LogisticRegressionCV(Cs=list(torch.logspace(-4, 2, 13).tolist()), cv=folds, scoring="accuracy",
-                                                                 max_iter=5000, random_state=seed))
+    strengths = torch.logspace(-4, 2, 13).tolist()
+    model = make_pipeline(StandardScaler(), LogisticRegressionCV(Cs=strengths, cv=folds, scoring="accuracy", max_iter=5000,
+                                                                 random_state=seed))
     with warnings.catch_warnings():  # scikit-learn 1.9 announces renamed defaults; the ones used here are set explicitly
         warnings.simplefilter("ignore", FutureWarning)
         model.fit(train_x.numpy(), train_y.numpy())
