@@ -6,8 +6,9 @@ can leave it underfitted; this probe fits the head to convergence on cached feat
 and k-NN evaluations do: scikit-learn's L2 logistic regression on standardised features, its strength chosen by
 stratified cross-validation on the training subset (``LogisticRegressionCV``), and DINO's weighted k-NN.
 Features are the last stage averaged over space (what the pretraining monitor uses); images go through the
-pretraining monitor's preprocessing (grey, scaled to [0, 1], resized to the encoder's training size). Label subsets are the bundles' (`subset_by_label_ratio`: seeded, stratified, nested); every seed
-draws its own subset and its own random encoder, and the differences are paired by seed.
+pretraining monitor's preprocessing (grey, scaled to [0, 1], resized to the encoder's training size). Label subsets
+are the bundles' (`subset_by_label_ratio`: seeded, stratified, nested); every seed draws its own subset and its own
+random encoder, and the differences are paired by seed.
 
     python -m benchmarks.probe_frozen_features weights/openus_us_small.pt --dataset_dir runs/corpus/sources/busi \
         --ratios 0.1 0.25 1.0 --seeds 0 1 2
@@ -25,12 +26,14 @@ import statistics
 import time
 import warnings
 from pathlib import Path
+from typing import Any, Mapping
 
 import torch
 from monai.bundle import ConfigParser
 
 from openus_monai.data.splits import subset_by_label_ratio
 from openus_monai.metrics.representation import knn_accuracy
+from openus_monai.io import load_weights_only
 from openus_monai.networks.pretrained import build_pretrained_encoder, read_encoder_checkpoint
 
 CONFIGS = Path(__file__).resolve().parents[1] / "bundles" / "openus_pretrain" / "configs"
@@ -69,13 +72,13 @@ def linear_probe(train_x: torch.Tensor, train_y: torch.Tensor, test_x: torch.Ten
 
 
 def probe_rows(
-    weights: str, entries: dict[str, list[dict]], images: dict[str, torch.Tensor], ratios: list[float], seeds: list[int],
+    weights: Mapping[str, Any], entries: dict[str, list[dict]], images: dict[str, torch.Tensor], ratios: list[float], seeds: list[int],
     k: int = 20,
 ) -> list[dict[str, float]]:
     """One row per (label ratio, seed): linear-probe and k-NN test accuracy of the pretrained and the random encoder.
 
     Args:
-        weights: the encoder file.
+        weights: the encoder file's content (loaded once with ``weights_only=True``).
         entries: ``{"training": [...], "test": [...]}`` with class names in ``label``.
         images: ``{"training": [N, C, H, W], "test": [M, C, H, W]}``, preprocessed, in the entries' order.
         ratios, seeds: label ratios of ``training`` and seeds (subset and random initialisation).
@@ -132,15 +135,16 @@ def main() -> None:
     args = parser.parse_args()
 
     start = time.perf_counter()
-    record, _ = read_encoder_checkpoint(args.weights)
-    meta = torch.load(args.weights, map_location="cpu", weights_only=True).get("meta", {})
+    content = load_weights_only(args.weights)
+    record, _ = read_encoder_checkpoint(content)
+    meta = content.get("meta", {})
     size = args.image_size or int(meta.get("image_size", 224))
     in_channels = int(record["args"].get("in_channels", 1))
     datalist = json.loads((Path(args.dataset_dir) / "datalist.json").read_text(encoding="utf-8"))
     entries = {s: [e for e in datalist[s] if e.get("label") is not None] for s in ("training", "test")}
     transform = preprocessing(size, in_channels)
     images = {s: torch.stack([transform({"image": e["image"]})["image"] for e in entries[s]]) for s in entries}
-    rows = probe_rows(args.weights, entries, images, args.ratios, args.seeds)
+    rows = probe_rows(content, entries, images, args.ratios, args.seeds)
     counts = {c: sum(e["label"] == c for e in entries["training"]) for c in {e["label"] for e in entries["training"]}}
     majority = sum(e["label"] == max(counts, key=counts.get) for e in entries["test"]) / len(entries["test"])
     print(f"{args.weights} on {args.dataset_dir}: {len(entries['training'])} training / {len(entries['test'])} test images "

@@ -102,6 +102,19 @@ def test_bundles_build_encoder_from_pretrained_alone(files, kind, bundle):
     assert not torch.equal(rand["layers.2.blocks.1.op.in_proj.weight"], got["layers.2.blocks.1.op.in_proj.weight"])
 
 
+def test_encoder_from_loaded_content(files):
+    """A file read once builds the pretrained encoder and a random one; errors then name "checkpoint"."""
+    path, enc = files["backbone_record"]
+    content = torch.load(path, weights_only=True)
+    got = build_pretrained_encoder(content).state_dict()
+    assert all(torch.equal(got[k], v) for k, v in enc.state_dict().items())
+    rand = build_pretrained_encoder(content, init="random").state_dict()
+    assert not torch.equal(rand["layers.2.blocks.1.op.in_proj.weight"], got["layers.2.blocks.1.op.in_proj.weight"])
+    content["state_dict"] = {k: v for k, v in content["state_dict"].items() if "layers.3" not in k}
+    with pytest.raises(ValueError, match="^checkpoint: the encoder it describes has tensors the file lacks"):
+        build_pretrained_encoder(content)
+
+
 def test_three_channel_file_into_grayscale_network(tmp_path):
     enc = _encoder(in_channels=3)
     atomic_torch_save(enc.state_dict(), tmp_path / "rgb.pt")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from benchmarks.probe_frozen_features import linear_probe, markdown, probe_rows
-from openus_monai.io import atomic_torch_save
+from openus_monai.io import atomic_torch_save, load_weights_only
 from openus_monai.networks import VMamba
 from openus_monai.networks.record import encoder_file
 
@@ -32,7 +32,7 @@ def test_probe_rows_on_brightness_classes(tmp_path):
         entries[split] = [{"image": f"{split}_{i}.png", "label": c} for i, c in enumerate(labels)]
         level = torch.tensor([0.2 if c == "dark" else 0.8 for c in labels]).view(-1, 1, 1, 1)
         images[split] = (level + 0.05 * torch.randn(n, 1, 64, 64, generator=g)).clamp(0, 1)
-    rows = probe_rows(str(weights), entries, images, ratios=[0.25, 1.0], seeds=[0, 1], k=5)
+    rows = probe_rows(load_weights_only(weights), entries, images, ratios=[0.25, 1.0], seeds=[0, 1], k=5)
     assert [(r["label_ratio"], r["seed"], r["n_train"]) for r in rows] == [(0.25, 0, 10), (1.0, 0, 40), (0.25, 1, 10), (1.0, 1, 40)]
     for r in rows:
         if r["label_ratio"] == 1.0:

@@ -93,7 +93,7 @@ class OpenUSMethod(OpenUSMetaArch, PretrainingMethod):
             :meth:`features` gives).
         """
         last = self.teacher.encoder(images)[-1]  # [B, D, h, w]; the teacher is always in eval mode
-        cls, patch = self.teacher.head(VMamba.tokens_from_map(last))
+        cls, patch = self.teacher.project(last)
         patch_temperature = temperature if patch_temperature is None else patch_temperature
         cls_probs, patch_probs = self.ibot_loss.teacher_probs(cls.float(), patch.float(), temperature, patch_temperature)
         return {"class": cls_probs, "patch": patch_probs.flatten(0, 1), "features": last.mean((2, 3))}

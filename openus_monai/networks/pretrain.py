@@ -32,8 +32,12 @@ class OpenUSTeacher(nn.Module):
     def forward(self, views: torch.Tensor) -> Outputs:
         """``views [N, C, H, W]`` -> class logits ``[N, K]``, patch logits ``[N, L, K]``, attention scores ``[N, L]``."""
         maps, scores = self.encoder(views, return_attention=True)
-        cls, patch = self.head(VMamba.tokens_from_map(maps[-1]))
-        return cls, patch, scores
+        return (*self.project(maps[-1]), scores)
+
+    @torch.no_grad()
+    def project(self, last_map: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Last-stage map ``[N, D, h, w]`` -> class logits ``[N, K]``, patch logits ``[N, L, K]`` (the iBOT head)."""
+        return self.head(VMamba.tokens_from_map(last_map))
 
 
 class OpenUSStudent(nn.Module):

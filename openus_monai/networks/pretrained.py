@@ -179,7 +179,7 @@ def _accepted(target: str, kwargs: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def build_pretrained_encoder(
-    checkpoint: str | os.PathLike,
+    checkpoint: str | os.PathLike | Mapping[str, Any],
     init: str = "pretrained",
     key: str | None = None,
     in_channels: int | None = None,
@@ -188,7 +188,8 @@ def build_pretrained_encoder(
     """The encoder a checkpoint holds, with its weights (``init="pretrained"``) or randomly initialised (``"random"``).
 
     Args:
-        checkpoint: any file :func:`read_encoder_checkpoint` reads.
+        checkpoint: any file :func:`read_encoder_checkpoint` reads, or its loaded content (to build several
+            encoders from one read).
         init: ``"pretrained"`` or ``"random"`` (same architecture, fresh weights: the control arm).
         key: entry of an original checkpoint to read (default ``teacher`` when present).
         in_channels: input channels of the data (default the checkpoint's); a 3-channel stem loads into a
@@ -204,6 +205,7 @@ def build_pretrained_encoder(
     """
     if init not in INITS:
         raise ValueError(f"init must be one of {INITS}, got {init!r}")
+    source = str(checkpoint) if isinstance(checkpoint, (str, os.PathLike)) else "checkpoint"
     record, state = read_encoder_checkpoint(checkpoint, key)
     args = dict(record["args"])
     if in_channels is not None:
@@ -213,11 +215,11 @@ def build_pretrained_encoder(
         try:
             report = load_openus_checkpoint(encoder, state)
         except ValueError as err:
-            raise ValueError(f"{checkpoint}: {err}") from err
+            raise ValueError(f"{source}: {err}") from err
         missing = [k for k in report.missing_keys if k != "masked_embed"]  # the mask token is pretraining-only
         if missing:
-            raise ValueError(f"{checkpoint}: the encoder it describes has tensors the file lacks: {missing[:8]}")
-        logger.info("encoder %s from %s: %d tensors loaded", record["_target_"], checkpoint, len(report.loaded))
+            raise ValueError(f"{source}: the encoder it describes has tensors the file lacks: {missing[:8]}")
+        logger.info("encoder %s from %s: %d tensors loaded", record["_target_"], source, len(report.loaded))
     else:
-        logger.info("encoder %s as in %s, randomly initialised (init=random)", record["_target_"], checkpoint)
+        logger.info("encoder %s as in %s, randomly initialised (init=random)", record["_target_"], source)
     return encoder

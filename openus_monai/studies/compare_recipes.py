@@ -31,15 +31,15 @@ from typing import Any
 from openus_monai.io import atomic_write_json
 
 from .label_efficiency import (  # the study's bundle runners, shared rather than copied
-    _run_separately,
-    _write_csv,
     config_digests,
     format_mean_std,
     plot_label_efficiency,
     run_bundle_workflow,
     run_label_efficiency,
+    run_separately,
     same_record,
     summarize_runs,
+    write_csv,
 )
 
 __all__ = ["RECIPES", "TASKS", "markdown_table", "pretrain_recipe", "run_compare_recipes"]
@@ -120,7 +120,7 @@ def pretrain_recipe(
         if in_process:
             run_bundle_workflow(root, configs, run_overrides)
         else:  # one fresh process, logging to run_dir/run.log
-            _run_separately(root, [configs], run_overrides, run_dir)
+            run_separately(root, [configs], run_overrides, run_dir)
         if not backbone.is_file():
             raise RuntimeError(f"pretraining {recipe} wrote no {backbone}")
         seconds = round(time.time() - start, 1)
@@ -234,9 +234,9 @@ def run_compare_recipes(
 
     csv_path, runs_path, md_path = out / "compare_recipes.csv", out / "compare_recipes_runs.csv", out / "compare_recipes.md"
     pretraining_path = out / "pretraining.csv"
-    _write_csv(csv_path, summary)
-    _write_csv(runs_path, rows)
-    _write_csv(pretraining_path, pretraining)
+    write_csv(csv_path, summary)
+    write_csv(runs_path, rows)
+    write_csv(pretraining_path, pretraining)
     md_path.write_text(markdown_table(summary), encoding="utf-8")
     headline = [f"{t}_{TASKS[t][1][0]}" for t in task_data]
     plot = plot_label_efficiency([{"name": r["recipe"], **r} for r in rows], headline, out / "compare_recipes.png",

@@ -30,11 +30,11 @@ from openus_monai.io import atomic_path
 
 from .label_efficiency import (
     RANDOM_PREFIX,
-    _write_csv,
     format_mean_std,
     plot_label_efficiency,
     run_label_efficiency,
     summarize_runs,
+    write_csv,
 )
 
 __all__ = [
@@ -380,7 +380,7 @@ def merge_foundation_studies(study_dirs: Sequence[str | os.PathLike], output_dir
             continue
         weights_names += [Path(r["pretrained"]).name for r in rows if r["name"] == "openus" and r.get("pretrained")]
         with atomic_path(out / name / "label_efficiency.csv") as tmp:
-            _write_csv(tmp, rows)
+            write_csv(tmp, rows)
         plot = plot_label_efficiency(rows, [task.metric], out / name / "label_efficiency.png", title=f"{name} (merged)")
         sources = ", ".join(f"`{p}`" for p in dict.fromkeys(origin.values()))
         sections.append(_write_task_section(out, name, rows, f"Merged from {sources}"))

@@ -49,8 +49,10 @@ __all__ = [
     "plot_label_efficiency",
     "run_bundle_workflow",
     "run_label_efficiency",
+    "run_separately",
     "same_record",
     "summarize_runs",
+    "write_csv",
 ]
 
 logger = logging.getLogger(__name__)
@@ -263,7 +265,7 @@ def run_bundle_workflow(
         workflow.finalize()
 
 
-def _run_separately(bundle_root: Path, steps: Sequence[Sequence[str]], overrides: Mapping[str, Any], run_dir: Path) -> float:
+def run_separately(bundle_root: Path, steps: Sequence[Sequence[str]], overrides: Mapping[str, Any], run_dir: Path) -> float:
     """Train and evaluate in one fresh Python process (:mod:`openus_monai.studies.bundle_run`), logging to
     ``run_dir/run.log``; the log starts with the equivalent ``python -m monai.bundle run`` commands.
 
@@ -373,7 +375,8 @@ def plot_label_efficiency(
     return path
 
 
-def _write_csv(path: Path, rows: Sequence[Mapping[str, Any]]) -> None:
+def write_csv(path: Path, rows: Sequence[Mapping[str, Any]]) -> None:
+    """Rows as a CSV with a header; the columns are every key in first-seen order (a row lacking one leaves it empty)."""
     columns: list[str] = []
     for row in rows:
         columns += [k for k in row if k not in columns]
@@ -529,7 +532,7 @@ def run_label_efficiency(
                 run_bundle_workflow(bundle_root, train_cfgs, run_overrides)
                 run_bundle_workflow(bundle_root, eval_cfgs, run_overrides)
             else:
-                cpu_s = _run_separately(bundle_root, [train_cfgs, eval_cfgs], run_overrides, run.run_dir)
+                cpu_s = run_separately(bundle_root, [train_cfgs, eval_cfgs], run_overrides, run.run_dir)
             if not run.metrics_file.is_file():
                 raise RuntimeError(f"{run}: the evaluation wrote no {run.metrics_file}")
             timing = {"wall_s": round(time.time() - start, 1), "cpu_s": None if cpu_s is None else round(cpu_s, 1)}
@@ -549,8 +552,8 @@ def run_label_efficiency(
         raise ValueError(f"metrics {missing or chosen} not in the runs' metrics.json (found: {found})")
     summary_rows = summarize_runs(rows, chosen)
     csv_path, summary_path = out / "label_efficiency.csv", out / "label_efficiency_summary.csv"
-    _write_csv(csv_path, rows)
-    _write_csv(summary_path, summary_rows)
+    write_csv(csv_path, rows)
+    write_csv(summary_path, summary_rows)
     plot = plot_label_efficiency(rows, chosen, out / "label_efficiency.png", title=title or f"Label efficiency: {bundle_root.name}")
     logger.info("label-efficiency table %s, summary %s, plot %s", csv_path, summary_path, plot)
     return {"csv": str(csv_path), "summary_csv": str(summary_path), "plot": str(plot), "rows": rows,
