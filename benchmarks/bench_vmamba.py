@@ -68,12 +68,25 @@ def measure_case(model_name: str, backend: str, mode: str, size: int, repeats: i
 GEMM_SIZE = 2048
 
 
+def cpu_description() -> str:
+    """PyTorch's CPU capability and whether the CPU has native bfloat16 arithmetic (Linux CPU flags)."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            flags = next((line.split(":", 1)[1].split() for line in f if line.startswith("flags")), [])
+    except OSError:
+        flags = []
+    native = [f for f in ("avx512_bf16", "amx_bf16") if f in flags]
+    bf16 = ("native bfloat16: " + ", ".join(native)) if native else "no native bfloat16 (emulated: expect it slower)"
+    return f"{torch.backends.cpu.get_cpu_capability()}, {bf16}"
+
+
 def scan_flops(model: torch.nn.Module, batch: int, size: int) -> int:
     """Analytic FLOPs of every SS2D's four-direction scan, which ``FlopCounterMode`` cannot see (C kernel).
 
     Per (image, direction, token, channel) and state: ``delta*A``, ``exp``, ``delta*B*u`` (2), ``a*h + ...`` (2),
     ``C*h`` accumulated (2) = 8; and once per (image, direction, token, channel): bias + softplus (2), skip
-    ``D*u`` added (2), cross merge (1) = 5. So ``B * K * L * D * (8 N + 5)`` per SS2D.
+    ``D*u`` added (2), cross merge (1) = 5, and the step sizes projected from their rank-``R`` factor inside the
+    kernel (``2 R``, the ``dt_projs`` product, no longer a PyTorch op). So ``B * K * L * D * (8 N + 5 + 2 R)`` per SS2D.
     """
     from openus_monai.networks.ss2d import SS2D
 
@@ -82,7 +95,7 @@ def scan_flops(model: torch.nn.Module, batch: int, size: int) -> int:
         length = (grid // 2**i) ** 2
         for block in stage.blocks:
             op: SS2D = block.op
-            total += batch * op.directions * length * op.d_inner * (8 * op.d_state + 5)
+            total += batch * op.directions * length * op.d_inner * (8 * op.d_state + 5 + 2 * op.dt_rank)
     return total
 
 
@@ -179,7 +192,7 @@ def profile_main(args: argparse.Namespace) -> None:
 
     common = ["--size", str(args.size), "--repeats", str(args.repeats), "--threads", str(args.threads)]
     print(f"{args.size} x {args.size}, {args.threads} threads, median of {args.repeats}, torch {torch.__version__}, "
-          f"load average before {os.getloadavg()[0]:.2f}")
+          f"load average before {os.getloadavg()[0]:.2f}; CPU: {cpu_description()}")
     table = ["| batch | case | median s | GFLOPs | GFLOP/s | % of GEMM |", "|---:|---|---:|---:|---:|---:|"]
     summary = {}
     for batch in args.batches:

@@ -20,34 +20,51 @@ FORWARD = torch.ops.openus_monai.fused_selective_scan.default
 BACKWARD = torch.ops.openus_monai.fused_selective_scan_backward.default
 
 
-def _op_inputs(shared: bool) -> tuple:
-    """A 2 x 3 grid, 8 channels, state 2: ``u, dt, bias, A, B, C, D`` (all requiring grad)."""
+def _op_inputs(shared: bool, rank: int | None = None) -> tuple:
+    """A 2 x 3 grid, 8 channels, state 2: ``u, dt, dt_weight, bias, A, B, C, D`` (all requiring grad); ``dt`` is
+    ``[B, L, K, rank]`` with a ``dt_weight [K, D, rank]`` when ``rank`` is given, else full and no weight."""
     g = torch.Generator().manual_seed(0)
     batch, length, k, dim, n = 1, 6, 4, 8, 2
     u = torch.randn((batch, length, dim) if shared else (batch, length, k, dim), generator=g)
-    tensors = (u, torch.rand(batch, length, k, dim, generator=g), torch.randn(k, dim, generator=g),
-               -torch.rand(k, dim, n, generator=g) - 0.1, torch.randn(batch, length, k, n, generator=g),
-               torch.randn(batch, length, k, n, generator=g), torch.randn(k, dim, generator=g))
-    return tuple(t.requires_grad_(True) for t in tensors)
+    dt = torch.rand(batch, length, k, rank or dim, generator=g)
+    dt_weight = None if rank is None else torch.randn(k, dim, rank, generator=g) / rank
+    tensors = (u, dt, dt_weight, torch.randn(k, dim, generator=g), -torch.rand(k, dim, n, generator=g) - 0.1,
+               torch.randn(batch, length, k, n, generator=g), torch.randn(batch, length, k, n, generator=g),
+               torch.randn(k, dim, generator=g))
+    return tuple(None if t is None else t.requires_grad_(True) for t in tensors)
 
 
-@pytest.mark.parametrize("shared,order", [(True, 0), (False, 1)])
-def test_opcheck_forward_op(shared, order):
+@pytest.mark.parametrize("shared,order,rank", [(True, 0, None), (False, 1, None), (True, 0, 3)])
+def test_opcheck_forward_op(shared, order, rank):
     height, width = (2, 3) if order == 0 else (1, 6)
-    torch.library.opcheck(FORWARD, (*_op_inputs(shared), True, height, width, order, True))
+    torch.library.opcheck(FORWARD, (*_op_inputs(shared, rank), True, height, width, order, True))
+
+
+def test_low_rank_step_sizes_equal_the_expanded_ones():
+    """``dt [B, L, K, R]`` with ``dt_weight`` projected inside the kernel: the output and every gradient equal
+    those of the scan given ``einsum(dt, dt_weight)`` (float32, 1e-5)."""
+    u, dt, w, bias, a, b, c, d = _op_inputs(True, rank=3)
+    y_low, _ = FORWARD(u, dt, w, bias, a, b, c, d, True, 2, 3, 0, True)
+    weights = torch.linspace(-1, 1, y_low.numel()).view_as(y_low)
+    low = torch.autograd.grad((y_low * weights).sum(), (u, dt, w, bias, a, b, c, d))
+    y_full, _ = FORWARD(u, scan_fused.low_rank_delta(dt, w), None, bias, a, b, c, d, True, 2, 3, 0, True)
+    full = torch.autograd.grad((y_full * weights).sum(), (u, dt, w, bias, a, b, c, d))
+    assert rel_err(y_low, y_full) < 1e-5
+    for got, want in zip(low, full):
+        assert rel_err(got, want) < 1e-5
 
 
 def test_opcheck_backward_op():
-    u, dt, bias, a, b, c, d = (t.detach() for t in _op_inputs(True))
-    _, hs = FORWARD(u, dt, bias, a, b, c, d, True, 2, 3, 0, True)
+    u, dt, _, bias, a, b, c, d = (None if t is None else t.detach() for t in _op_inputs(True))
+    _, hs = FORWARD(u, dt, None, bias, a, b, c, d, True, 2, 3, 0, True)
     assert hs.shape == (1, 4, 6, 2, 8)  # [B, K, L, N, D]
     gy = torch.randn_like(u)
     torch.library.opcheck(BACKWARD, (u, dt, bias, a, b, c, d, hs, gy, True, 2, 3, 0), test_utils=("test_schema", "test_faketensor"))
 
 
 def test_without_grad_no_states_are_kept():
-    u, dt, bias, a, b, c, d = (t.detach() for t in _op_inputs(True))
-    y, hs = FORWARD(u, dt, bias, a, b, c, d, True, 2, 3, 0, False)
+    u, dt, _, bias, a, b, c, d = (None if t is None else t.detach() for t in _op_inputs(True))
+    y, hs = FORWARD(u, dt, None, bias, a, b, c, d, True, 2, 3, 0, False)
     assert hs.numel() == 0 and y.shape == u.shape
     with torch.no_grad():  # the public wrapper asks for no states when nothing needs a gradient
         assert torch.equal(scan_fused.fused_scan(u, dt, a, b, c, d, 2, 3, bias, True), y)

@@ -187,10 +187,10 @@ class SS2D(nn.Module):
         x = self.act(self.conv2d(self.in_proj(x)))
         tokens = x.permute(0, 2, 3, 1).reshape(batch, height * width, self.d_inner)  # [B, L, D], a view if channel-last
         x_dbl = torch.matmul(tokens, self.x_proj_weight.view(-1, self.d_inner).t()).view(batch, -1, k, rank + 2 * n)
-        dts, bs, cs = torch.split(x_dbl, [rank, n, n], dim=-1)
-        dts = torch.einsum("blkr,kdr->blkd", dts, self.dt_projs_weight)  # [B, L, K, D]
+        dts, bs, cs = torch.split(x_dbl, [rank, n, n], dim=-1)  # dts [B, L, K, R]: projected inside the scan
         a = -torch.exp(self.A_logs.float()).view(k, self.d_inner, n)
-        y = scan(tokens, dts, a, bs, cs, self.Ds.view(k, self.d_inner), height, width, self.dt_projs_bias, True)  # [B, L, D]
+        y = scan(tokens, dts, a, bs, cs, self.Ds.view(k, self.d_inner), height, width, self.dt_projs_bias, True,
+                 delta_weight=self.dt_projs_weight)  # [B, L, D]
         norm = self.out_norm
         y = F.layer_norm(y.to(x.dtype), norm.normalized_shape, norm.weight, norm.bias, norm.eps)
         out = F.linear(y, self.out_proj.weight, self.out_proj.bias)  # [B, L, C]

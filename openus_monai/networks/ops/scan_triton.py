@@ -37,7 +37,7 @@ import torch
 from monai.utils import optional_import
 
 from .cross_scan import direction_orders
-from .scan_fused import fused_scan_operands, scan_token_major
+from .scan_fused import fused_scan_operands, low_rank_delta, scan_token_major
 from .scan_inputs import ScanInputs
 
 
@@ -280,12 +280,13 @@ def triton_fused_scan(
     delta_bias: torch.Tensor | None = None,
     delta_softplus: bool = False,
     cross: bool = True,
+    delta_weight: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """:func:`~openus_monai.networks.ops.scan_fused.fused_scan` on Triton kernels (same arguments, same result).
 
     Args:
         u: ``[B, L, D]`` shared by the ``K`` directions (outputs summed over them) or ``[B, L, K, D]``.
-        delta: ``[B, L, K, D]`` step sizes (before ``delta_bias`` and softplus).
+        delta: ``[B, L, K, D]`` step sizes (before ``delta_bias`` and softplus), or ``[B, L, K, R]`` with ``delta_weight``.
         A: ``[K, D, N]``.
         B, C: ``[B, L, K, N]``.
         D: ``[K, D]`` skip or None.
@@ -293,6 +294,7 @@ def triton_fused_scan(
         delta_bias: ``[K, D]`` or None.
         delta_softplus: apply softplus to ``delta + delta_bias`` (inside the kernel).
         cross: SS2D's four directions (``K == 4``); if False every direction scans in token order.
+        delta_weight: ``[K, D, R]`` projecting a low-rank ``delta`` (expanded before the kernels here).
 
     Returns:
         ``[B, L, D]`` (shared ``u``) or ``[B, L, K, D]``, in ``u.dtype``.
@@ -304,6 +306,7 @@ def triton_fused_scan(
     error = triton_scan_error(u.device)
     if error:
         raise RuntimeError(f"the Triton selective scan cannot run: {error}")
+    delta = low_rank_delta(delta, delta_weight)
     if delta.numel() * A.shape[-1] >= 2**31:  # the saved states [B, K, L, D, N], indexed in int32 by the kernels
         raise ValueError(f"the Triton selective scan indexes in int32: {tuple(delta.shape)} x d_state {A.shape[-1]} is too large")
     operands = fused_scan_operands(u, delta, A, B, C, D, height, width, delta_bias, cross)

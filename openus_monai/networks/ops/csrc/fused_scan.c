@@ -4,7 +4,10 @@
  * Layout (all float32, row-major):
  *   u      [B, L, (K,) D]  the scan input; strides (u_b, u_tok, u_k) in elements, u_k = 0 when the K directions
  *                          share one input (SS2D: the same map read in four orders)
- *   dt     [B, L, K, D]    raw step sizes: delta = softplus(dt + bias) (or dt + bias), computed here
+ *   dt     [B, L, K, D]    raw step sizes: delta = softplus(dt + bias) (or dt + bias), computed here;
+ *                          or, in the forward with dtw given, [B, L, K, R]: their low-rank factor, projected
+ *                          here (dt[d] = sum_r dt[r] dtw[k, r, d]) so that [B, L, K, D] is never stored
+ *   dtw    [K, R, D]       the step-size projection (forward only; NULL when dt is full)
  *   bias   [K, D]          step-size bias
  *   A      [K, N, D]       diagonal state matrix (negative)
  *   Bm, Cm [B, L, K, N]    input and output projections, shared by the D channels of a direction
@@ -84,7 +87,8 @@ static inline int64_t token_at(int64_t k, int64_t t, int64_t height, int64_t wid
 }
 
 void openus_scan_fwd(const float *restrict u, int64_t u_b, int64_t u_tok, int64_t u_k,
-                     const float *restrict dt, const float *restrict bias, int softplus, const float *restrict A, const float *restrict Bm,
+                     const float *restrict dt, const float *restrict dtw, int64_t R, const float *restrict bias,
+                     int softplus, const float *restrict A, const float *restrict Bm,
                      const float *restrict Cm, const float *restrict Dk, float *restrict y,
                      float *restrict hs, int64_t K, int64_t D, int64_t N, int64_t height, int64_t width,
                      int order, int64_t b0, int64_t b1, int64_t d0, int64_t d1) {
@@ -101,13 +105,25 @@ void openus_scan_fwd(const float *restrict u, int64_t u_b, int64_t u_tok, int64_
                     const int64_t tok = token_at(k, t, height, width, order);
                     const float *ur = u + b * u_b + tok * u_tok + k * u_k + c0;
                     float *yr = y + b * u_b + tok * u_tok + k * u_k + c0;
-                    const float *dtr = dt + ((b * L + tok) * K + k) * D + c0;
-                    const float *br = Bm + ((b * L + tok) * K + k) * N;
-                    const float *cr = Cm + ((b * L + tok) * K + k) * N;
+                    const int64_t row = (b * L + tok) * K + k;
+                    const float *br = Bm + row * N, *cr = Cm + row * N;
+                    const float *low = dtw ? dt + row * R : 0, *dtr = dtw ? 0 : dt + row * D + c0;
                     float *hr = hs ? hs + ((b * K + k) * L + t) * N * D + c0 : 0;
+                    if (dtw) { /* dr = bias + dt_low W: R rank-one updates of the channel block */
+#pragma omp simd
+                        for (int64_t d = 0; d < nd; ++d) dr[d] = biask[d];
+                        for (int64_t r = 0; r < R; ++r) {
+                            const float lr = low[r], *wr = dtw + (k * R + r) * D + c0;
+#pragma omp simd
+                            for (int64_t d = 0; d < nd; ++d) dr[d] += lr * wr[d];
+                        }
+                    } else {
+#pragma omp simd
+                        for (int64_t d = 0; d < nd; ++d) dr[d] = dtr[d] + biask[d];
+                    }
 #pragma omp simd
                     for (int64_t d = 0; d < nd; ++d) {
-                        dr[d] = step_size(dtr[d] + biask[d], softplus);
+                        dr[d] = step_size(dr[d], softplus);
                         acc[d] = Dkk[d] * ur[d];
                     }
                     for (int64_t n = 0; n < N; ++n) {
@@ -123,6 +139,7 @@ void openus_scan_fwd(const float *restrict u, int64_t u_b, int64_t u_tok, int64_
                         if (hr)
                             for (int64_t d = 0; d < nd; ++d) hr[n * D + d] = hn[d];
                     }
+#pragma omp simd
                     for (int64_t d = 0; d < nd; ++d) yr[d] += acc[d];
                 }
             }
