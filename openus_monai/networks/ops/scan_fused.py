@@ -55,7 +55,7 @@ MAX_STATE = 16  # d_state bound of the kernel's on-stack state (csrc/fused_scan.
 SOURCE = Path(__file__).with_name("csrc") / "fused_scan.c"
 _BASE_FLAGS = ["-O3", "-std=c99", "-fPIC", "-shared"]
 _VECTOR_FLAGS = ["-fopenmp-simd", "-fno-math-errno", "-fno-trapping-math"]
-# gcc tunes some AVX2 CPUs (AMD family 23) for 128-bit vectors; 256-bit ran this kernel 1.18x faster on one
+# gcc tunes some AVX2 CPUs (AMD family 23) for 128-bit vectors; on such a CPU 256-bit ones ran this kernel 1.18x faster
 _NATIVE_FLAGS = ["-march=native"] + (["-mprefer-vector-width=256"] if platform.machine() in ("x86_64", "AMD64") else [])
 # Tried in order. The library is built for (and cached under a key of) this machine's CPU.
 FLAG_SETS = (_BASE_FLAGS + _VECTOR_FLAGS + _NATIVE_FLAGS, _BASE_FLAGS + _VECTOR_FLAGS + ["-march=native"],
