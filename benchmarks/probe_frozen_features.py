@@ -32,8 +32,8 @@ import torch
 from monai.bundle import ConfigParser
 
 from openus_monai.data.splits import subset_by_label_ratio
-from openus_monai.metrics.representation import knn_accuracy
 from openus_monai.io import load_weights_only
+from openus_monai.metrics.representation import knn_accuracy
 from openus_monai.networks.pretrained import build_pretrained_encoder, read_encoder_checkpoint
 
 CONFIGS = Path(__file__).resolve().parents[1] / "bundles" / "openus_pretrain" / "configs"
@@ -72,8 +72,8 @@ def linear_probe(train_x: torch.Tensor, train_y: torch.Tensor, test_x: torch.Ten
 
 
 def probe_rows(
-    weights: Mapping[str, Any], entries: dict[str, list[dict]], images: dict[str, torch.Tensor], ratios: list[float], seeds: list[int],
-    k: int = 20,
+    weights: Mapping[str, Any], entries: dict[str, list[dict]], images: dict[str, torch.Tensor], ratios: list[float],
+    seeds: list[int], k: int = 20,
 ) -> list[dict[str, float]]:
     """One row per (label ratio, seed): linear-probe and k-NN test accuracy of the pretrained and the random encoder.
 

@@ -14,12 +14,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
-import statistics
-import time
 from pathlib import Path
 
 import torch
+from _measure import median_seconds, peak_rss_mib  # this file's own folder: run as a file, sys.path[0] is benchmarks/
 
 
 def main() -> None:
@@ -36,18 +34,14 @@ def main() -> None:
     torch.manual_seed(0)
     model = vmamba_small(in_channels=3).eval()
     x = torch.randn(args.batch, 3, 224, 224)
-    times = []
     with torch.no_grad():
         out = model(x)  # warm-up (and the kernel build, if any)
-        for _ in range(args.repeats):
-            start = time.perf_counter()
-            out = model(x)
-            times.append(time.perf_counter() - start)
+        seconds = median_seconds(lambda: model(x), args.repeats, warmup=0)
     print(json.dumps({
         "checkout": str(Path(openus_monai.__file__).resolve().parents[1]),
         "batch": args.batch,
-        "seconds": round(statistics.median(times), 4),
-        "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
+        "seconds": round(seconds, 4),
+        "peak_rss_mib": round(peak_rss_mib()),
         "output_mean_abs": float(out[-1].double().abs().mean()),
     }))
 

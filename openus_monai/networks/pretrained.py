@@ -104,6 +104,11 @@ def _strip(state: Mapping[str, Any], prefix: str) -> dict[str, torch.Tensor]:
     return out
 
 
+def _checkpoint_name(checkpoint: str | os.PathLike | Mapping[str, Any]) -> str:
+    """How errors and logs name a checkpoint: its path, or ``"checkpoint"`` for loaded content."""
+    return str(checkpoint) if isinstance(checkpoint, (str, os.PathLike)) else "checkpoint"
+
+
 def read_encoder_checkpoint(
     checkpoint: str | os.PathLike | Mapping[str, Any], key: str | None = None
 ) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
@@ -121,7 +126,7 @@ def read_encoder_checkpoint(
         FileNotFoundError: no such file.
         ValueError: the file is not weights-only, or holds no encoder this project can build (the file is named).
     """
-    source = str(checkpoint) if isinstance(checkpoint, (str, os.PathLike)) else "checkpoint"
+    source = _checkpoint_name(checkpoint)
     content = load_weights_only(checkpoint) if isinstance(checkpoint, (str, os.PathLike)) else checkpoint
     if not isinstance(content, Mapping):
         raise ValueError(f"{source}: expected a mapping (a checkpoint or state dict), got {type(content).__name__}")
@@ -205,7 +210,7 @@ def build_pretrained_encoder(
     """
     if init not in INITS:
         raise ValueError(f"init must be one of {INITS}, got {init!r}")
-    source = str(checkpoint) if isinstance(checkpoint, (str, os.PathLike)) else "checkpoint"
+    source = _checkpoint_name(checkpoint)
     record, state = read_encoder_checkpoint(checkpoint, key)
     args = dict(record["args"])
     if in_channels is not None:
