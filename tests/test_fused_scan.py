@@ -107,6 +107,19 @@ def test_kernel_is_compiled_once_into_the_cache(monkeypatch, tmp_path):
     assert built[0].stat().st_mtime_ns == stamp
 
 
+def test_vector_width_follows_the_cpu(monkeypatch):
+    """On x86 the first flag set asks for 512-bit vectors where the CPU lists avx512f, else 256; every set
+    after it drops a flag, down to the portable one."""
+    monkeypatch.setattr(scan_fused.platform, "machine", lambda: "x86_64")
+    wide = scan_fused._flag_sets("x86_64flags\t: fpu sse2 avx2 avx512f avx512_bf16\n")
+    narrow = scan_fused._flag_sets("x86_64flags\t: fpu sse2 avx2\n")
+    assert "-mprefer-vector-width=512" in wide[0] and "-mprefer-vector-width=256" in narrow[0]
+    assert wide[1:] == narrow[1:] and not any("vector-width" in f for flags in wide[1:] for f in flags)
+    assert "-march=native" not in wide[-1]
+    monkeypatch.setattr(scan_fused.platform, "machine", lambda: "aarch64")
+    assert not any("vector-width" in f for f in scan_fused._flag_sets("aarch64Features\t: fp asimd\n")[0])
+
+
 @needs_kernel
 def test_tracing_uses_the_pure_pytorch_scan():
     """A tracer cannot see inside the C kernel; traced SS2D must still compute, not replay constants."""

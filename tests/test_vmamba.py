@@ -143,3 +143,26 @@ def test_bfloat16_autocast_close_to_float32():
         assert err < 2e-2, f"relative error {err:.3g}"
         # and clearly not float32: bf16 has 8 mantissa bits
         assert err > 1e-5
+
+
+def test_weights_cast_for_autocast_give_autocasts_outputs():
+    """Casting the GEMM and convolution weights once gives the same outputs as autocast casting them per call,
+    leaves the float32 parameters (norms, the scan's) float32, and rejects a non-autocast dtype."""
+    import copy
+
+    from openus_monai.networks import SS2D, cast_weights_for_autocast
+
+    torch.manual_seed(0)
+    enc = VMamba(depths=(1, 1, 2, 1), dims=32).eval()
+    cast = cast_weights_for_autocast(copy.deepcopy(enc))
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        expected, got = enc(x), cast(x)
+    for e, g in zip(expected, got):
+        torch.testing.assert_close(g, e, rtol=0, atol=0)
+    ss2d = next(m for m in cast.modules() if isinstance(m, SS2D))
+    assert ss2d.in_proj.weight.dtype == ss2d.x_proj_weight.dtype == torch.bfloat16
+    assert ss2d.out_norm.weight.dtype == ss2d.A_logs.dtype == ss2d.dt_projs_weight.dtype == torch.float32
+    assert ss2d.conv2d.weight.is_contiguous(memory_format=torch.channels_last)  # the layout is kept
+    with pytest.raises(ValueError, match="autocast dtype"):
+        cast_weights_for_autocast(enc, torch.float64)
