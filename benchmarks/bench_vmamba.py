@@ -168,10 +168,10 @@ def limit_case(case: str, batch: int, size: int, repeats: int, threads: int) -> 
         model, x = networks.vmamba_small(in_channels=1).eval(), torch.randn(batch, 1, size, size)
         flops = counted_flops(model, x) + scan_flops(model, batch, size)
     # bfloat16 by autocast (bf16 GEMMs and convolutions, the scan accumulating in float32), the GEMM and convolution
-    # weights cast once (not on every call); faster than a model cast to bfloat16, whose norms, activations and
-    # casts into the scan cost more
-    bf16 = case == "vmamba_bf16"
-    if bf16:
+    # weights cast on every call or once; faster than a model cast to bfloat16, whose norms, activations and casts
+    # into the scan cost more
+    bf16 = case.startswith("vmamba_bf16")
+    if case == "vmamba_bf16":
         networks.cast_weights_for_autocast(model)
 
     def step():
@@ -185,6 +185,7 @@ LIMIT_CASES = {
     "gemm": f"{GEMM_SIZE} x {GEMM_SIZE} float32 GEMM",
     "resnet50": "MONAI resnet50(spatial_dims=2) forward, float32",
     "vmamba": "VMamba-S forward, float32",
+    "vmamba_bf16_per_call": "VMamba-S forward, bfloat16 autocast, weights cast per call",
     "vmamba_bf16": "VMamba-S forward, bfloat16 autocast, weights cast once",
 }
 
@@ -204,10 +205,12 @@ def profile_main(args: argparse.Namespace) -> None:
         for c, r in rows.items():
             rate = r["flops"] / r["seconds"]
             table.append(f"| {batch} | {LIMIT_CASES[c]} | {r['seconds']:.3f} | {r['flops'] / 1e9:.2f} | {rate / 1e9:.1f} | {rate / gemm:.0%} |")
-        summary[batch] = (rows["vmamba"]["flops"] / rows["vmamba"]["seconds"] / gemm, rows["vmamba"]["seconds"] / rows["vmamba_bf16"]["seconds"])
+        summary[batch] = (rows["vmamba"]["flops"] / rows["vmamba"]["seconds"] / gemm,
+                          *(rows["vmamba"]["seconds"] / rows[c]["seconds"] for c in ("vmamba_bf16", "vmamba_bf16_per_call")))
     print("\n".join(table))
-    for batch, (share, bf16) in summary.items():
-        print(f"batch {batch}: VMamba-S float32 at {share:.0%} of the GEMM's GFLOP/s; bfloat16 {bf16:.2f}x float32")
+    for batch, (share, bf16, per_call) in summary.items():
+        print(f"batch {batch}: VMamba-S float32 at {share:.0%} of the GEMM's GFLOP/s; bfloat16 {bf16:.2f}x float32 "
+              f"(weights cast per call: {per_call:.2f}x)")
     print(f"load average after {os.getloadavg()[0]:.2f}")
     torch.set_num_threads(args.threads)
     for batch in args.batches:

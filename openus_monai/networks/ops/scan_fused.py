@@ -54,7 +54,8 @@ logger = logging.getLogger(__name__)
 MAX_STATE = 16  # d_state bound of the kernel's on-stack state (csrc/fused_scan.c MAX_STATE)
 SOURCE = Path(__file__).with_name("csrc") / "fused_scan.c"
 _BASE_FLAGS = ["-O3", "-std=c99", "-fPIC", "-shared"]
-_VECTOR_FLAGS = ["-fopenmp-simd", "-fno-math-errno", "-fno-trapping-math"]
+# -std=c99 turns off multiply-add contraction: the polynomials want fused multiply-adds back (-ffp-contract=fast)
+_VECTOR_FLAGS = ["-fopenmp-simd", "-fno-math-errno", "-fno-trapping-math", "-ffp-contract=fast"]
 
 
 def _flag_sets(fingerprint: str) -> tuple[list[str], ...]:
