@@ -173,6 +173,8 @@ def limit_case(case: str, batch: int, size: int, repeats: int, threads: int) -> 
     bf16 = case.startswith("vmamba_bf16")
     if case == "vmamba_bf16":
         networks.cast_weights_for_autocast(model)
+    if case == "vmamba_compiled":  # inductor around the fused scan's custom op; compiled by the warm-up call
+        model = torch.compile(model, dynamic=False)
 
     def step():
         with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
@@ -188,6 +190,7 @@ LIMIT_CASES = {
     "vmamba_bf16_per_call": "VMamba-S forward, bfloat16 autocast, weights cast per call",
     "vmamba_bf16": "VMamba-S forward, bfloat16 autocast, weights cast once",
 }
+COMPILE_CASE = {"vmamba_compiled": "VMamba-S forward, float32, torch.compile (inductor)"}
 
 
 def profile_main(args: argparse.Namespace) -> None:
@@ -199,12 +202,13 @@ def profile_main(args: argparse.Namespace) -> None:
           f"load average before {os.getloadavg()[0]:.2f}; CPU: {cpu_description()}")
     table = ["| batch | case | median s | GFLOPs | GFLOP/s | % of GEMM |", "|---:|---|---:|---:|---:|---:|"]
     summary = {}
+    cases = {**LIMIT_CASES, **(COMPILE_CASE if args.compile else {})}
     for batch in args.batches:
-        rows = {c: run_isolated("benchmarks.bench_vmamba", common + ["--limit-case", c, str(batch)]) for c in LIMIT_CASES}
+        rows = {c: run_isolated("benchmarks.bench_vmamba", common + ["--limit-case", c, str(batch)]) for c in cases}
         gemm = rows["gemm"]["flops"] / rows["gemm"]["seconds"]
         for c, r in rows.items():
             rate = r["flops"] / r["seconds"]
-            table.append(f"| {batch} | {LIMIT_CASES[c]} | {r['seconds']:.3f} | {r['flops'] / 1e9:.2f} | {rate / 1e9:.1f} | {rate / gemm:.0%} |")
+            table.append(f"| {batch} | {cases[c]} | {r['seconds']:.3f} | {r['flops'] / 1e9:.2f} | {rate / 1e9:.1f} | {rate / gemm:.0%} |")
         summary[batch] = (rows["vmamba"]["flops"] / rows["vmamba"]["seconds"] / gemm,
                           *(rows["vmamba"]["seconds"] / rows[c]["seconds"] for c in ("vmamba_bf16", "vmamba_bf16_per_call")))
     print("\n".join(table))
@@ -227,6 +231,8 @@ def main() -> None:
     parser.add_argument("--profile", action="store_true", help="profile the forward and measure the machine's limit")
     parser.add_argument("--batches", type=int, nargs="+", default=[1, 16], help="batch sizes of --profile")
     parser.add_argument("--rows", type=int, default=15, help="ops listed by --profile")
+    parser.add_argument("--compile", action="store_true", help="--profile also times a torch.compile'd forward "
+                        "(inductor; the first compile builds C++ for minutes, later ones reuse its cache)")
     parser.add_argument("--case", nargs=2, metavar=("BACKEND", "MODE"), help=argparse.SUPPRESS)
     parser.add_argument("--limit-case", nargs=2, metavar=("CASE", "BATCH"), help=argparse.SUPPRESS)
     args = parser.parse_args()
