@@ -228,7 +228,7 @@ def _scan_op(
     A_t = A.transpose(1, 2).contiguous()  # [K, N, D]: channels contiguous
     W_t = None if dt_weight is None else dt_weight.transpose(1, 2).contiguous()  # [K, R, D]
     rank = 0 if dt_weight is None else dt_weight.shape[-1]
-    y = torch.zeros_like(u)
+    y = torch.empty_like(u)  # the kernel writes every element (no zeroing)
     hs = u.new_empty(batch, k, length, n, dim) if save_states else u.new_empty(0)
     strides = _ustrides(u, length, k, dim)
     _run(

@@ -12,7 +12,8 @@
  *   A      [K, N, D]       diagonal state matrix (negative)
  *   Bm, Cm [B, L, K, N]    input and output projections, shared by the D channels of a direction
  *   Dk     [K, D]          skip connection (zeros for none)
- *   y      like u          accumulated into (+=): directions sharing an input are summed (cross merge)
+ *   y      like u          written: directions sharing an input are summed (cross merge), the first of them
+ *                          writes and the others add, so y needs no zeroing
  *   hs     [B, K, L, N, D] states in step order, saved for the backward pass, or NULL
  * Positions are indexed by token (row-major over an H x W grid); step t of direction k reads token
  * token_at(k, t): rows, columns, rows reversed, columns reversed (order 0), or t itself (order 1).
@@ -101,6 +102,7 @@ void openus_scan_fwd(const float *restrict u, int64_t u_b, int64_t u_tok, int64_
                 for (int64_t i = 0; i < N * nd; ++i) h[i] = 0.0f;
                 const float *Ak = A + k * N * D + c0;
                 const float *Dkk = Dk + k * D + c0, *biask = bias + k * D + c0;
+                const int first = k == 0 || u_k != 0; /* the first direction to write this block of y */
                 for (int64_t t = 0; t < L; ++t) {
                     const int64_t tok = token_at(k, t, height, width, order);
                     const float *ur = u + b * u_b + tok * u_tok + k * u_k + c0;
@@ -139,8 +141,13 @@ void openus_scan_fwd(const float *restrict u, int64_t u_b, int64_t u_tok, int64_
                         if (hr)
                             for (int64_t d = 0; d < nd; ++d) hr[n * D + d] = hn[d];
                     }
+                    if (first) {
 #pragma omp simd
-                    for (int64_t d = 0; d < nd; ++d) yr[d] += acc[d];
+                        for (int64_t d = 0; d < nd; ++d) yr[d] = acc[d];
+                    } else {
+#pragma omp simd
+                        for (int64_t d = 0; d < nd; ++d) yr[d] += acc[d];
+                    }
                 }
             }
         }
