@@ -34,9 +34,9 @@
  * reduction to r in [-ln2/2, ln2/2] and exp(r) = 1 + r + r^2 p(r), p of degree 4, branch-free so that loops
  * calling it vectorise. Arguments below -87 give exp(-87) ~ 1.6e-38 instead of a smaller number or 0, a
  * difference no float32 sum can see.
- * The polynomials here are least-squares fits of relative error on 2000 Chebyshev nodes (numpy.polynomial
- * polyfit, weighted): as accurate in float32 as the longer Taylor/Cephes forms and a few multiply-adds shorter,
- * which matters because these polynomials are most of the kernel's arithmetic. */
+ * The polynomials here are least-squares fits of the relative error on Chebyshev nodes
+ * (benchmarks/kernel_polynomials.py refits and checks them): as accurate in float32 as the longer Taylor/Cephes
+ * forms and a few multiply-adds shorter, which matters because they are most of the kernel's arithmetic. */
 typedef union { float f; int32_t i; } float_bits;
 
 static inline float exp_nonpos(float x) {
