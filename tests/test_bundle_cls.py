@@ -124,6 +124,14 @@ def test_train_evaluate_infer_on_demo_data(demo_dir, tmp_path):
     evaluated = read_csv(tmp_path / "eval" / "predictions.csv")
     assert np.allclose(probs, [[float(r[f"prob_{c}"]) for c in names] for r in evaluated], atol=1e-6)
 
+    # --cpu_bf16 true: bfloat16 autocast with the weights cast once; the same files, probabilities within bf16's tolerance
+    bundle_run([rel + "inference.json", rel + "tiny.json"], REPO,
+               ckpt_dir=models, output_dir=tmp_path / "infer_bf16", cpu_bf16=True, **common)
+    rows = read_csv(tmp_path / "infer_bf16" / "predictions.csv")
+    assert [r["image"] for r in rows] == test_images
+    bf16 = np.array([[float(r[f"prob_{c}"]) for c in names] for r in rows])
+    assert np.abs(bf16 - probs).max() < 0.05 and np.allclose(bf16.sum(1), 1.0, atol=1e-5)
+
 
 def test_metadata_and_model_zoo_ids():
     from monai.bundle import ConfigParser

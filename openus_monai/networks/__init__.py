@@ -20,7 +20,7 @@ from .layers import LayerNorm2d, Linear2d, Mlp2d
 from .ops.attention import ScanParams, attention_map, attention_scores
 from .ops.scan_cpu import linear_recurrence
 from .ops.selective_scan import available_backends, selective_scan
-from .precision import cast_weights_for_autocast
+from .precision import AutocastInferer, cast_weights_for_autocast
 from .pretrained import (
     INITS,
     build_pretrained_encoder,
@@ -41,6 +41,7 @@ __all__ = [
     "INITS",
     "build_pretrained_encoder",
     "cast_weights_for_autocast",
+    "AutocastInferer",
     "encoder_config",
     "encoder_config_from_checkpoint",
     "infer_vmamba_config",

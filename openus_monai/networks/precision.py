@@ -1,13 +1,18 @@
-"""Low-precision inference: GEMM and convolution weights stored in the autocast dtype, cast once."""
+"""Low-precision inference: GEMM and convolution weights stored in the autocast dtype, cast once, and an
+inferer that runs another under autocast (what MONAI's evaluators do only on CUDA)."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 import torch
 import torch.nn as nn
+from monai.inferers import Inferer, SimpleInferer
 
 from .ss2d import SS2D
 
-__all__ = ["cast_weights_for_autocast"]
+__all__ = ["AutocastInferer", "cast_weights_for_autocast"]
 
 # modules whose weights autocast feeds to a lower-precision op (linear, matmul, convolution)
 _GEMM_MODULES = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)
@@ -55,3 +60,40 @@ def cast_weights_for_autocast(model: nn.Module, dtype: torch.dtype = torch.bfloa
             if param is not None and param.is_floating_point():
                 param.data = param.data.to(dtype)
     return model
+
+
+def _to_float32(output: Any) -> Any:
+    """``output`` with every floating tensor (alone, or in a dict, list or tuple) as float32."""
+    if isinstance(output, torch.Tensor):
+        return output.float() if output.is_floating_point() else output
+    if isinstance(output, Mapping):
+        return {k: _to_float32(v) for k, v in output.items()}
+    if isinstance(output, (list, tuple)):
+        return type(output)(_to_float32(v) for v in output)
+    return output
+
+
+class AutocastInferer(Inferer):
+    """Run ``inferer`` under ``torch.autocast`` on the inputs' device and return float32 outputs, so that the
+    post-processing sees what a float32 run gives it.
+
+    With a network passed through :func:`cast_weights_for_autocast`, this is the bundles' ``cpu_bf16`` inference
+    (MONAI's ``SupervisedEvaluator`` autocasts only on CUDA)::
+
+        network = cast_weights_for_autocast(network.eval())
+        inferer = AutocastInferer(SimpleInferer())
+
+    Args:
+        inferer: the inferer to run (default :class:`monai.inferers.SimpleInferer`).
+        dtype: the autocast dtype.
+    """
+
+    def __init__(self, inferer: Inferer | None = None, dtype: torch.dtype = torch.bfloat16) -> None:
+        super().__init__()
+        self.inferer = SimpleInferer() if inferer is None else inferer
+        self.dtype = dtype
+
+    def __call__(self, inputs: torch.Tensor, network: Any, *args: Any, **kwargs: Any) -> Any:
+        with torch.autocast(inputs.device.type, dtype=self.dtype):
+            output = self.inferer(inputs, network, *args, **kwargs)
+        return _to_float32(output)
