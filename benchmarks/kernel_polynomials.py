@@ -60,6 +60,17 @@ def softplus32(x: np.ndarray, p: np.ndarray, q: np.ndarray) -> np.ndarray:
     return np.maximum(x, np.float32(0.0)) + np.float32(2.0) * s * horner32(q, s * s)
 
 
+def float32_errors(p: np.ndarray, q: np.ndarray, points: int = 2_000_001) -> tuple[float, float]:
+    """Worst relative errors, against float64, of the kernel's float32 ``exp`` over ``[-87, 0]`` and softplus over
+    ``[-30, 30]`` with the coefficients ``p`` and ``q`` (lowest first), on ``points`` float32 arguments each."""
+    xe = np.linspace(-87, 0, points, dtype=np.float32)
+    xs = np.linspace(-30, 30, points, dtype=np.float32)
+    exact_sp = np.maximum(xs.astype(np.float64), 0) + np.log1p(np.exp(-np.abs(xs.astype(np.float64))))
+    err_exp = np.abs(exp_nonpos32(xe, p) / np.exp(xe.astype(np.float64)) - 1).max()
+    err_sp = np.abs(softplus32(xs, p, q) / exact_sp - 1).max()
+    return float(err_exp), float(err_sp)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--degree", type=int, default=4, help="degree of p and of q")
@@ -70,11 +81,7 @@ def main() -> None:
     s = np.linspace(1e-6, 1 / 3, 200001)
     fit_p = np.abs((1 + r + r**2 * np.polynomial.polynomial.polyval(r, p)) / np.exp(r) - 1).max()
     fit_q = np.abs(2 * s * np.polynomial.polynomial.polyval(s**2, q) / (2 * np.arctanh(s)) - 1).max()
-    xe = np.linspace(-87, 0, 2_000_001, dtype=np.float32)
-    xs = np.linspace(-30, 30, 2_000_001, dtype=np.float32)
-    exact_sp = np.maximum(xs.astype(np.float64), 0) + np.log1p(np.exp(-np.abs(xs.astype(np.float64))))
-    err_exp = np.abs(exp_nonpos32(xe, p) / np.exp(xe.astype(np.float64)) - 1).max()
-    err_sp = np.abs(softplus32(xs, p, q) / exact_sp - 1).max()
+    err_exp, err_sp = float32_errors(p, q)
     print(f"exp: p of degree {args.degree}, highest first: " + ", ".join(f"{c:.10e}" for c in p[::-1]))
     print(f"log1p: q of degree {args.degree}, highest first: " + ", ".join(f"{c:.10e}" for c in q[::-1]))
     print("| function | fit's max relative error (float64) | max relative error in float32 | range |")
