@@ -62,6 +62,11 @@ def test_bundle_root_resolves_from_bundle_and_repo():
     assert resolve_bundle_root("openus_pretrain", start=REPO) == str(BUNDLE)
 
 
+def test_centering_option_reaches_the_loss():
+    assert parsed({}).get_parsed_content("network").ibot_loss.centering == "mean"  # the paper's
+    assert parsed({"centering": "sinkhorn_knopp"}).get_parsed_content("network").ibot_loss.centering == "sinkhorn_knopp"
+
+
 def test_run_writes_checkpoints_and_loadable_backbone(full_run):
     out, _ = full_run
     models = out / "models"

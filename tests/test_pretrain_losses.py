@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from openus_monai.handlers import PretrainingSchedule, TeacherEMAHandler, cosine, warmup_cosine
-from openus_monai.losses import IBOTLoss, masked_reconstruction_loss
+from openus_monai.losses import IBOTLoss, masked_reconstruction_loss, sinkhorn_knopp
 from openus_monai.networks import VMamba, load_openus_checkpoint
 from openus_monai.networks.heads import IBOTHead, ReconstructionHead
 from openus_monai.methods import OpenUSMethod
@@ -56,6 +56,65 @@ def test_centre_update_and_teacher_sharpening():
     torch.testing.assert_close(loss.center_patch, (0.9 * patch.mean((0, 1)) + 0.1 * patch2.mean((0, 1)))[None, None])
     probs, _ = loss.teacher_probs(cls, patch, 0.04, 0.07)
     torch.testing.assert_close(probs, F.softmax((cls - loss.center) / 0.04, -1))
+
+
+def _sinkhorn_exp_domain(logits, temp, n_iterations):
+    """DINOv2's formulation (exp domain, float64): the reference for the log-domain one."""
+    q = torch.exp(logits.double() / temp).t()  # [K, N]
+    q /= q.sum()
+    for _ in range(n_iterations):
+        q /= q.sum(1, keepdim=True) * q.shape[0]
+        q /= q.sum(0, keepdim=True) * q.shape[1]
+    return (q * q.shape[1]).t()
+
+
+@pytest.mark.parametrize("n_iterations", [1, 3, 10])
+def test_sinkhorn_knopp_equals_the_exp_domain_formulation(n_iterations):
+    logits = torch.randn(24, 16)
+    torch.testing.assert_close(sinkhorn_knopp(logits, 0.1, n_iterations).double(), _sinkhorn_exp_domain(logits, 0.1, n_iterations), rtol=1e-4, atol=1e-6)
+
+
+def test_sinkhorn_knopp_spreads_a_batch_that_one_prototype_takes():
+    """The collapse phase the monitor warned of (one prototype wins every image), at the CPU presets' 0.01."""
+    torch.manual_seed(0)
+    logits = 0.05 * torch.randn(64, 32)
+    logits[:, 0] += 0.5  # every image prefers prototype 0, by 50 temperatures
+    softmax = F.softmax(logits / 0.01, -1)
+    assert (softmax.argmax(-1) == 0).all()
+    targets = sinkhorn_knopp(logits, 0.01)
+    assert torch.isfinite(targets).all()  # exp(50 / 0.01) overflows in the exp domain
+    torch.testing.assert_close(targets.sum(-1), torch.ones(64))
+    share = targets.sum(0) / 64  # each prototype's share of the batch
+    assert share.max() < 0.1 and share.min() > 0.01, share  # 1 / 32 each after full convergence
+    balanced = sinkhorn_knopp(logits, 0.01, n_iterations=100).sum(0) / 64
+    torch.testing.assert_close(balanced, torch.full((32,), 1 / 32), rtol=1e-3, atol=1e-5)
+
+
+def _sinkhorn_rank(rank: int, init: str, logits: torch.Tensor, out: str) -> None:
+    torch.distributed.init_process_group("gloo", init_method=init, rank=rank, world_size=2)
+    try:
+        torch.save(sinkhorn_knopp(logits.chunk(2)[rank], 0.01), f"{out}{rank}.pt")
+    finally:
+        torch.distributed.destroy_process_group()
+
+
+def test_sinkhorn_knopp_under_ddp_equals_one_process_on_the_whole_batch(tmp_path):
+    """The prototypes' shares are taken over the global batch: two gloo processes, half the rows each."""
+    logits = torch.randn(16, 8)
+    init = f"file://{tmp_path / 'store'}"
+    torch.multiprocessing.spawn(_sinkhorn_rank, args=(init, logits, str(tmp_path / "rank")), nprocs=2)
+    halves = torch.cat([torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in range(2)])
+    torch.testing.assert_close(halves, sinkhorn_knopp(logits, 0.01))
+
+
+def test_ibot_sinkhorn_knopp_centring_of_class_and_patch_targets():
+    loss = IBOTLoss(out_dim=8, centering="sinkhorn_knopp")
+    cls, patch = torch.randn(6, 8), torch.randn(6, 5, 8)
+    probs, patch_probs = loss.teacher_probs(cls, patch, 0.04, 0.07)
+    torch.testing.assert_close(probs, sinkhorn_knopp(cls, 0.04))
+    torch.testing.assert_close(patch_probs, sinkhorn_knopp(patch.reshape(30, 8), 0.07).view(6, 5, 8))  # over all tokens
+    with pytest.raises(ValueError, match="centering must be one of"):
+        IBOTLoss(out_dim=8, centering="median")
 
 
 def test_reconstruction_matches_original_vectors():

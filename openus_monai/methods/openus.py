@@ -41,7 +41,7 @@ class OpenUSMethod(OpenUSMetaArch, PretrainingMethod):
     Args:
         encoder: the student's :class:`~openus_monai.networks.VMamba`.
         out_dim, hidden_dim, bottleneck_dim: iBOT head sizes.
-        student_temp, center_momentum: see :class:`~openus_monai.losses.IBOTLoss`.
+        student_temp, center_momentum, centering: see :class:`~openus_monai.losses.IBOTLoss`.
         masking: the :class:`~openus_monai.methods.SelfAdaptiveMasking` (required to train).
         loss_weights: weights of ``cls``, ``patch``, ``rec_global``, ``rec_local`` (default 1 each).
         mask_cell: mask cell size in pixels.
@@ -61,9 +61,10 @@ class OpenUSMethod(OpenUSMetaArch, PretrainingMethod):
         masking: SelfAdaptiveMasking | None = None,
         loss_weights: Mapping[str, float] | None = None,
         mask_cell: int = 32,
+        centering: str = "mean",
     ) -> None:
         super().__init__(encoder, out_dim, hidden_dim, bottleneck_dim)
-        self.ibot_loss = IBOTLoss(out_dim, student_temp, center_momentum)
+        self.ibot_loss = IBOTLoss(out_dim, student_temp, center_momentum, centering)
         self.masking, self.mask_cell = masking, mask_cell
         self.ema = TeacherEMA(self.student, self.teacher)
         unknown = set(loss_weights or {}) - set(LOSS_TERMS)
