@@ -78,11 +78,11 @@ def test_sinkhorn_knopp_spreads_a_batch_that_one_prototype_takes():
     """The collapse phase the monitor warned of (one prototype wins every image), at the CPU presets' 0.01."""
     torch.manual_seed(0)
     logits = 0.05 * torch.randn(64, 32)
-    logits[:, 0] += 0.5  # every image prefers prototype 0, by 50 temperatures
+    logits[:, 0] += 0.95  # every image prefers prototype 0, by about 95 temperatures
     softmax = F.softmax(logits / 0.01, -1)
     assert (softmax.argmax(-1) == 0).all()
     targets = sinkhorn_knopp(logits, 0.01)
-    assert torch.isfinite(targets).all()  # exp(50 / 0.01) overflows in the exp domain
+    assert torch.isfinite(targets).all()  # exp(1 / 0.01) overflows float32 in the exp domain
     torch.testing.assert_close(targets.sum(-1), torch.ones(64))
     share = targets.sum(0) / 64  # each prototype's share of the batch
     assert share.max() < 0.1 and share.min() > 0.01, share  # 1 / 32 each after full convergence
