@@ -20,11 +20,11 @@ FORWARD = torch.ops.openus_monai.fused_selective_scan.default
 BACKWARD = torch.ops.openus_monai.fused_selective_scan_backward.default
 
 
-def _op_inputs(shared: bool, rank: int | None = None) -> tuple:
-    """A 2 x 3 grid, 8 channels, state 2: ``u, dt, dt_weight, bias, A, B, C, D`` (all requiring grad); ``dt`` is
+def _op_inputs(shared: bool, rank: int | None = None, dim: int = 8) -> tuple:
+    """A 2 x 3 grid, ``dim`` channels, state 2: ``u, dt, dt_weight, bias, A, B, C, D`` (all requiring grad); ``dt`` is
     ``[B, L, K, rank]`` with a ``dt_weight [K, D, rank]`` when ``rank`` is given, else full and no weight."""
     g = torch.Generator().manual_seed(0)
-    batch, length, k, dim, n = 1, 6, 4, 8, 2
+    batch, length, k, n = 1, 6, 4, 2
     u = torch.randn((batch, length, dim) if shared else (batch, length, k, dim), generator=g)
     dt = torch.rand(batch, length, k, rank or dim, generator=g)
     dt_weight = None if rank is None else torch.randn(k, dim, rank, generator=g) / rank
@@ -40,10 +40,12 @@ def test_opcheck_forward_op(shared, order, rank):
     torch.library.opcheck(FORWARD, (*_op_inputs(shared, rank), True, height, width, order, True))
 
 
-def test_low_rank_step_sizes_equal_the_expanded_ones():
+@pytest.mark.parametrize("dim", [8, 83, 300])
+def test_low_rank_step_sizes_equal_the_expanded_ones(dim):
     """``dt [B, L, K, R]`` with ``dt_weight`` projected inside the kernel: the output and every gradient equal
-    those of the scan given ``einsum(dt, dt_weight)`` (float32, 1e-5)."""
-    u, dt, w, bias, a, b, c, d = _op_inputs(True, rank=3)
+    those of the scan given ``einsum(dt, dt_weight)`` (float32, 1e-5). The kernel projects 64 channels at a time,
+    then 16, then one: 83 channels take all three paths, 300 two channel blocks of the kernel (256 + 44)."""
+    u, dt, w, bias, a, b, c, d = _op_inputs(True, rank=3, dim=dim)
     y_low, _ = FORWARD(u, dt, w, bias, a, b, c, d, True, 2, 3, 0, True)
     weights = torch.linspace(-1, 1, y_low.numel()).view_as(y_low)
     low = torch.autograd.grad((y_low * weights).sum(), (u, dt, w, bias, a, b, c, d))

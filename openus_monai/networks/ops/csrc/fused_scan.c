@@ -21,10 +21,12 @@
  * The caller splits (batch, channel) ranges across threads; a call owns channels [d0, d1) of batches
  * [b0, b1) for every direction, so the sums over directions into y and gu never race.
  * Inner loops run over channels, which are contiguous: they vectorise (exp is a polynomial for that; gcc
- * needs -fno-trapping-math to if-convert its clamp).
+ * needs -fno-trapping-math to if-convert its clamp); the step sizes' low-rank projection keeps 64 channels in
+ * registers across its R products (GNU vector types, which every gcc or clang target lowers to its own width).
  */
 #include <math.h>
 #include <stdint.h>
+#include <string.h>
 
 #define MAX_STATE 16
 #define BLOCK 256
@@ -87,6 +89,45 @@ static inline int64_t token_at(int64_t k, int64_t t, int64_t height, int64_t wid
     return (k & 1) ? (s % height) * width + s / height : s;
 }
 
+/* 16 float lanes (GNU vector extension: one AVX-512 register, or two or four narrower ones elsewhere). */
+typedef float lanes16 __attribute__((vector_size(64)));
+
+static inline lanes16 load16(const float *p) { lanes16 v; memcpy(&v, p, sizeof v); return v; }
+static inline lanes16 splat16(float x) { return (lanes16){x, x, x, x, x, x, x, x, x, x, x, x, x, x, x, x}; }
+static inline void store16(float *p, lanes16 v) { memcpy(p, &v, sizeof v); }
+
+/* dr[d] = bias[d] + sum_r low[r] w[r D + d] for d < nd: the step sizes' rank-R projection of one token, 64 channels
+ * at a time in registers (a loop over d with r inside would load and store dr R times). */
+static void project_steps(float *restrict dr, const float *restrict bias, const float *restrict low,
+                          const float *restrict w, int64_t R, int64_t D, int64_t nd) {
+    int64_t d = 0;
+    for (; d + 64 <= nd; d += 64) {
+        lanes16 a0 = load16(bias + d), a1 = load16(bias + d + 16), a2 = load16(bias + d + 32), a3 = load16(bias + d + 48);
+        for (int64_t r = 0; r < R; ++r) {
+            const lanes16 l = splat16(low[r]);
+            const float *wr = w + r * D + d;
+            a0 += l * load16(wr);
+            a1 += l * load16(wr + 16);
+            a2 += l * load16(wr + 32);
+            a3 += l * load16(wr + 48);
+        }
+        store16(dr + d, a0);
+        store16(dr + d + 16, a1);
+        store16(dr + d + 32, a2);
+        store16(dr + d + 48, a3);
+    }
+    for (; d + 16 <= nd; d += 16) {
+        lanes16 a = load16(bias + d);
+        for (int64_t r = 0; r < R; ++r) a += splat16(low[r]) * load16(w + r * D + d);
+        store16(dr + d, a);
+    }
+    for (; d < nd; ++d) {
+        float a = bias[d];
+        for (int64_t r = 0; r < R; ++r) a += low[r] * w[r * D + d];
+        dr[d] = a;
+    }
+}
+
 void openus_scan_fwd(const float *restrict u, int64_t u_b, int64_t u_tok, int64_t u_k,
                      const float *restrict dt, const float *restrict dtw, int64_t R, const float *restrict bias,
                      int softplus, const float *restrict A, const float *restrict Bm,
@@ -111,15 +152,9 @@ void openus_scan_fwd(const float *restrict u, int64_t u_b, int64_t u_tok, int64_
                     const float *br = Bm + row * N, *cr = Cm + row * N;
                     const float *low = dtw ? dt + row * R : 0, *dtr = dtw ? 0 : dt + row * D + c0;
                     float *hr = hs ? hs + ((b * K + k) * L + t) * N * D + c0 : 0;
-                    if (dtw) { /* dr = bias + dt_low W: R rank-one updates of the channel block */
-#pragma omp simd
-                        for (int64_t d = 0; d < nd; ++d) dr[d] = biask[d];
-                        for (int64_t r = 0; r < R; ++r) {
-                            const float lr = low[r], *wr = dtw + (k * R + r) * D + c0;
-#pragma omp simd
-                            for (int64_t d = 0; d < nd; ++d) dr[d] += lr * wr[d];
-                        }
-                    } else {
+                    if (dtw)
+                        project_steps(dr, biask, low, dtw + k * R * D + c0, R, D, nd);
+                    else {
 #pragma omp simd
                         for (int64_t d = 0; d < nd; ++d) dr[d] = dtr[d] + biask[d];
                     }
