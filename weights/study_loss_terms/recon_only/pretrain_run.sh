@@ -1,18 +1,9 @@
 #!/usr/bin/env bash
-# The patch-temperature rerun (weights/study_patch_temp) with the iBOT terms weighted 0: masked reconstruction
-# (self-adaptive masking kept) is the only objective. Resumable. Run from the repository root, after
+# The patch-temperature rerun (weights/study_patch_temp/pretrain_run.sh) with the iBOT terms weighted 0: masked
+# reconstruction (self-adaptive masking kept) is the only objective. Resumable. Run from the repository root, after
 # `python -m openus_monai corpus ../shared/data runs/corpus --exclude busi,ddti,usgra-seg`:
 #   THREADS=2 bash weights/study_loss_terms/recon_only/pretrain_run.sh
-# CORPUS (default runs/corpus), RUN (default runs/pretrain_small_recon_only) and BUSI (default ../shared/data/busi,
-# the monitor's labelled list) name the folders.
+# CORPUS, RUN (default runs/pretrain_small_recon_only), BUSI and THREADS as in the rerun's script.
 set -euo pipefail
-corpus=${CORPUS:-runs/corpus}
-run=${RUN:-runs/pretrain_small_recon_only}
-OMP_NUM_THREADS=${THREADS:-1} python -m monai.bundle run training --config_file \
-  "['bundles/openus_pretrain/configs/train.json','bundles/openus_pretrain/configs/small.json']" \
-  --meta_file bundles/openus_pretrain/configs/metadata.json --logging_file bundles/openus_pretrain/configs/logging.conf \
-  --bundle_root bundles/openus_pretrain --dataset_dir "$corpus" \
-  --ckpt_dir "$run/models" --output_dir "$run/eval" \
-  --monitor_datalist "${BUSI:-../shared/data/busi}" --monitor_interval 2 --monitor_max_images 400 \
-  --max_epochs 30 --warmup_epochs 3 --teacher_temp_warmup_epochs 3 --save_interval 46 --resume true \
+RUN=${RUN:-runs/pretrain_small_recon_only} exec bash "$(dirname "$0")/../../study_patch_temp/pretrain_run.sh" \
   --loss_weights "{'cls': 0.0, 'patch': 0.0, 'rec_global': 1.0, 'rec_local': 1.0}"
