@@ -14,6 +14,7 @@ import os
 from typing import Any
 
 from monai.data import ITKReader, NibabelReader, PILReader
+from monai.utils import optional_import
 
 from .palette import is_label_map_png
 from .validation import DEFAULT_MAX_PIXELS, DEFAULT_MIN_SIZE, InvalidImageError, check_image
@@ -147,13 +148,17 @@ def image_readers(max_pixels: int | None = DEFAULT_MAX_PIXELS, min_size: int = D
     (never decoded) or with a side below ``min_size``; a file that fails to decode past its header (a
     truncated JPEG) raises one too.
 
+    ITK and nibabel are dependencies of this package; in an environment that lacks one (a trimmed install on a
+    GPU machine, say) its reader is left out, and its formats fail to load with MONAI's "no suitable reader" error.
+
     Args:
         max_pixels: refuse images with more pixels (None: no limit).
         min_size: refuse images with a shorter side.
     """
     limits = {"max_pixels": max_pixels, "min_size": min_size}
-    return [
-        CheckedITKReader(reverse_indexing=True, **limits),
-        CheckedNibabelReader(**limits),
-        CheckedPILReader(converter=pil_pixel_mode, reverse_indexing=False, **limits),
-    ]
+    readers = []
+    if optional_import("itk")[1]:
+        readers.append(CheckedITKReader(reverse_indexing=True, **limits))
+    if optional_import("nibabel")[1]:
+        readers.append(CheckedNibabelReader(**limits))
+    return readers + [CheckedPILReader(converter=pil_pixel_mode, reverse_indexing=False, **limits)]

@@ -310,7 +310,10 @@ def triton_fused_scan(
     if delta.numel() * A.shape[-1] >= 2**31:  # the saved states [B, K, L, D, N], indexed in int32 by the kernels
         raise ValueError(f"the Triton selective scan indexes in int32: {tuple(delta.shape)} x d_state {A.shape[-1]} is too large")
     operands = fused_scan_operands(u, delta, A, B, C, D, height, width, delta_bias, cross)
-    y = _TritonScan.apply(*operands, bool(delta_softplus), height, width, bool(cross))
+    if torch.is_grad_enabled():
+        y = _TritonScan.apply(*operands, bool(delta_softplus), height, width, bool(cross))
+    else:  # inference: no autograd node, whose needs_input_grad would still ask to save every state
+        y, _ = _forward(*operands, bool(delta_softplus), height, width, bool(cross), False)
     return y.to(u.dtype)
 
 
