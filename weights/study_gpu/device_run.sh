@@ -11,8 +11,9 @@
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 PRETRAIN_S=${PRETRAIN_S:-240}
-BATCH=${BATCH:-64}  # small.json's 32 leaves the GPU idle between launches; lr scales with it (train.json)
+export BATCH=${BATCH:-64}  # small.json's 32 leaves the GPU idle between launches; lr scales with it (train.json)
 GPU_CHECK_S=${GPU_CHECK_S:-150}
+export PRETRAIN_ARGS=${PRETRAIN_ARGS:-}
 # PRETRAIN_ARGS: more bundle arguments for both runs (a CPU dry run of this script: a tiny batch and epoch_length)
 OUT=${OUT:-/tmp/out}
 mkdir -p "$OUT"
