@@ -65,7 +65,9 @@ if [ "$rc" -eq 0 ] && [ -n "$epoch_s" ]; then
 else
     tail -40 "$OUT/calibration.log"
 fi
-echo "== GPU check (pretraining part took $((SECONDS - t0)) s)"
-timeout $((GPU_CHECK_S + 30)) bash benchmarks/gpu_check.sh --budget-s "$GPU_CHECK_S"
+if [ "$GPU_CHECK_S" -gt 0 ]; then
+    echo "== GPU check (pretraining part took $((SECONDS - t0)) s)"
+    timeout $((GPU_CHECK_S + 30)) bash benchmarks/gpu_check.sh --budget-s "$GPU_CHECK_S"
+fi
 echo "== done in $((SECONDS - t0)) s"
 ls -la "$OUT"
