@@ -24,7 +24,7 @@ SCAN_BACKENDS: dict[str, ScanBackend] = {
     "torch": selective_scan_cpu,
     "mamba_ssm": selective_scan_mamba_ssm,
     "graph": selective_scan_graph_backend,
-    # opt-in only, never in available_backends: tested under TRITON_INTERPRET=1 alone, not yet run on a GPU
+    # opt-in only, never in available_backends: run on one GPU (H200) so far, and it refuses inputs past int32 indexing
     "triton": selective_scan_triton,
 }
 
@@ -96,8 +96,8 @@ def selective_scan(
             ``"fused_cpu"`` (a C kernel compiled on first use: one pass forward, one pass backward),
             ``"torch"`` (fast pure PyTorch: chunked recurrence, hand-written reverse-scan backward),
             ``"mamba_ssm"`` (mamba-ssm's CUDA kernel), ``"graph"`` (loop-free, for ``torch.export`` / ONNX /
-            scripting: any length in one graph), ``"triton"`` (Triton kernels, opt-in only: tested under
-            ``TRITON_INTERPRET=1`` on the CPU, not yet run on a GPU); default ``$OPENUS_SCAN_BACKEND`` or the fastest
+            scripting: any length in one graph), ``"triton"`` (fused Triton kernels on CUDA, opt-in only;
+            the fastest on a GPU: ``benchmarks/gpu_check.sh``); default ``$OPENUS_SCAN_BACKEND`` or the fastest
             one available for ``u.device``.
 
     Returns:
