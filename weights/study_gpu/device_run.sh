@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
-# The one call on the lent H200 (issue 13's real run on a GPU, then issue 17's GPU check), from the repository
-# root, everything it keeps written under $OUT:
+# A call on the lent H200 (issue 13's pretraining on a GPU, then issue 17's GPU check), from the repository root,
+# everything it keeps written under $OUT (weights/README.md, "On a GPU", gives the two calls that ran):
 #   1. install the carried wheels (MONAI, Ignite, fire, nibabel: the machine has torch and no network);
 #   2. pretrain `small.json` on the GPU: a 2-epoch calibration run sizes the real run so that it fits
 #      PRETRAIN_S seconds (epochs = what fits, warm-up a tenth of them), then the real run, k-NN on BUSI
-#      every MONITOR_EVERY epochs; export the teacher encoder to $OUT/openus_us_small_gpu.pt;
+#      ten times; export the teacher encoder to $OUT/openus_us_small_gpu.pt;
 #   3. benchmarks/gpu_check.sh (scan exactness on CUDA, VMamba-S and OpenUS throughput).
 # Carried (ignored by git, named in the call's carry): .gpu/whl (wheels), .gpu/corpus (the corpus, images
 # and datalist.json), .gpu/busi_monitor (BUSI's images with labels.csv, for the k-NN monitor).
