@@ -94,6 +94,23 @@ def test_triton_scan_equals_reference(cross, shared, k, height, width, n, skip, 
 
 @needs_triton
 @interpreted
+def test_triton_scan_under_no_grad_saves_no_states(monkeypatch):
+    """Inference (``no_grad``, inputs that require grad as a model's parameters do) runs the forward kernel alone,
+    without the ``[B, K, L, D, N]`` states a backward would read, and gives the same output."""
+    inputs = make_inputs(True, 4, 3, 5, 6, 4, True)
+    u, delta, A, B, C, D, bias = inputs
+    y_grad = scan_triton.triton_fused_scan(u, delta, A, B, C, D, 3, 5, bias, True, True)
+    saved = []
+    forward = scan_triton._forward
+    monkeypatch.setattr(scan_triton, "_forward", lambda *args: saved.append(args[-1]) or forward(*args))
+    with torch.no_grad():
+        y = scan_triton.triton_fused_scan(u, delta, A, B, C, D, 3, 5, bias, True, True)
+    assert saved == [False] and not y.requires_grad
+    assert torch.equal(y, y_grad.detach())
+
+
+@needs_triton
+@interpreted
 def test_selective_scan_backend_triton_equals_reference():
     """The ``[B, D, L]`` contract (two groups of channels = two directions) through ``backend="triton"``."""
     g = torch.Generator().manual_seed(3)
