@@ -37,26 +37,39 @@ def synthetic_batch(batch: int, n_local: int = 8, global_size: int = 224, local_
     }
 
 
+def openus_trainer(encoder: torch.nn.Module, batch: int, data: list[dict], device: torch.device | str = "cpu", amp: bool | str = False):
+    """One epoch of OpenUS pretraining over ``data`` (batches of ``batch`` images): ``OpenUSMethod`` at the paper's
+    head sizes (8192 prototypes, 2048 hidden, 256 bottleneck), AdamW with the encoder's parameter groups, the
+    paper's schedule values, per-parameter gradient clipping and the last layer frozen for the first epoch.
+
+    Returns:
+        ``(PretrainingEngine, OpenUSMethod)``, the method on ``device``.
+    """
+    from openus_monai.engines import PretrainingEngine
+    from openus_monai.handlers import FreezeLastLayerHandler, PerParameterGradClipHandler, PretrainingSchedule
+    from openus_monai.methods import OpenUSMethod, SelfAdaptiveMasking
+    from openus_monai.networks import param_groups
+
+    net = OpenUSMethod(encoder, masking=SelfAdaptiveMasking(num_images=batch)).to(device)
+    optimizer = torch.optim.AdamW(param_groups(net.student, 0.04, 5e-4, encoder=encoder))
+    schedule = PretrainingSchedule(lr=5e-4, weight_decay=0.04, teacher_momentum=0.996, teacher_temp=0.04, teacher_patch_temp=0.07, mask_alpha=(0.1, 0.9), mask_r=(0.1, 0.9))
+    handlers = [PerParameterGradClipHandler(3.0), FreezeLastLayerHandler(net.student.head, 1)]
+    return PretrainingEngine(device, 1, data, net, optimizer, schedule, handlers=handlers, amp=amp), net
+
+
 def measure_iteration(encoder_name: str, batch: int, iterations: int, threads: int) -> dict:
     from time import perf_counter
 
     from ignite.engine import Events
     from monai.engines.utils import IterationEvents
 
-    from openus_monai.engines import PretrainingEngine
-    from openus_monai.handlers import FreezeLastLayerHandler, PerParameterGradClipHandler, PhaseTimerHandler, PretrainingSchedule
-    from openus_monai.methods import OpenUSMethod, SelfAdaptiveMasking
-    from openus_monai.networks import build_encoder, param_groups
+    from openus_monai.handlers import PhaseTimerHandler
+    from openus_monai.networks import build_encoder
 
     torch.manual_seed(0)
     torch.set_num_threads(threads)
     encoder = build_encoder(ENCODERS[encoder_name], in_channels=1, drop_path_rate=0.1)
-    net = OpenUSMethod(encoder, masking=SelfAdaptiveMasking(num_images=batch))  # paper sizes: 8192 prototypes, 2048 hidden, 256 bottleneck
-    optimizer = torch.optim.AdamW(param_groups(net.student, 0.04, 5e-4, encoder=encoder))
-    data = [synthetic_batch(batch)] * (iterations + 1)
-    schedule = PretrainingSchedule(lr=5e-4, weight_decay=0.04, teacher_momentum=0.996, teacher_temp=0.04, teacher_patch_temp=0.07, mask_alpha=(0.1, 0.9), mask_r=(0.1, 0.9))
-    handlers = [PerParameterGradClipHandler(3.0), FreezeLastLayerHandler(net.student.head, 1)]
-    trainer = PretrainingEngine("cpu", 1, data, net, optimizer, schedule, handlers=handlers)
+    trainer, net = openus_trainer(encoder, batch, [synthetic_batch(batch)] * (iterations + 1))
     timer = PhaseTimerHandler()
     timer.attach(trainer)
     # split the method's forward (one call) with hooks on its parts: teacher end, masks generated, forward end

@@ -1,7 +1,7 @@
 """One short check of the selective-scan backends on a CUDA device: exactness, then VMamba-S and OpenUS speed.
 
 Issue "Speed", items 4-5: the ``"torch"`` scan (pure-PyTorch chunked recurrence) and the opt-in ``"triton"`` scan
-(fused Triton kernels, so far run only in Triton's CPU interpreter) on one GPU. ``"mamba_ssm"`` is recorded as
+(fused Triton kernels) on one GPU; results of one H200 in ``benchmarks/results/gpu_check_h200.md``. ``"mamba_ssm"`` is recorded as
 "not installed" where its compiled ``selective_scan_cuda`` is missing. Per backend, in this order:
 
 1. exactness against the sequential reference scan on the CPU (float32): the forward output and the gradient of
@@ -76,7 +76,8 @@ from typing import Callable
 import torch
 
 from benchmarks._measure import median_seconds
-from benchmarks.bench_pretrain import ENCODERS, synthetic_batch
+from benchmarks.bench_pretrain import ENCODERS, openus_trainer, synthetic_batch
+from openus_monai.io import atomic_path
 
 BACKENDS = ("torch", "triton")
 SECTIONS = ("exactness", "throughput", "pretrain")
@@ -175,12 +176,10 @@ class Report:
         return cls(out, json.loads(path.read_text()) if path.exists() else None)
 
     def save(self) -> None:
-        self.out.mkdir(parents=True, exist_ok=True)
         self.data["meta"]["saved_at"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
         for name, text in (("gpu_check.json", json.dumps(self.data, indent=1, default=str)), ("gpu_check.md", markdown(self.data))):
-            tmp = self.out / f".{name}.tmp"
-            tmp.write_text(text)
-            os.replace(tmp, self.out / name)
+            with atomic_path(self.out / name) as tmp:
+                tmp.write_text(text)
 
 
 def log(message: str) -> None:
@@ -564,19 +563,8 @@ def pretrain_iteration(settings: Settings, backend: str, device: torch.device, b
     device by the engine as in training): median over ``repeats`` synchronised iterations after ``warmup``."""
     from ignite.engine import Events
 
-    from openus_monai.engines import PretrainingEngine
-    from openus_monai.handlers import FreezeLastLayerHandler, PerParameterGradClipHandler, PretrainingSchedule
-    from openus_monai.methods import OpenUSMethod, SelfAdaptiveMasking
-    from openus_monai.networks import param_groups
-
-    encoder = build_model(settings, backend, in_channels=1)
-    net = OpenUSMethod(encoder, masking=SelfAdaptiveMasking(num_images=batch)).to(device)  # paper head sizes
-    optimizer = torch.optim.AdamW(param_groups(net.student, 0.04, 5e-4, encoder=encoder))
-    schedule = PretrainingSchedule(lr=5e-4, weight_decay=0.04, teacher_momentum=0.996, teacher_temp=0.04,
-                                   teacher_patch_temp=0.07, mask_alpha=(0.1, 0.9), mask_r=(0.1, 0.9))
     data = [synthetic_batch(batch, **settings.views)] * (settings.warmup + settings.repeats)
-    grad_handlers = [PerParameterGradClipHandler(3.0), FreezeLastLayerHandler(net.student.head, 1)]
-    trainer = PretrainingEngine(device, 1, data, net, optimizer, schedule, handlers=grad_handlers, amp="bf16")
+    trainer, _ = openus_trainer(build_model(settings, backend, in_channels=1), batch, data, device, amp="bf16")
     starts, laps = [], []
     trainer.add_event_handler(Events.ITERATION_STARTED, lambda _: (synchronize(device), starts.append(time.perf_counter())))
     trainer.add_event_handler(Events.ITERATION_COMPLETED, lambda _: (synchronize(device), laps.append(time.perf_counter() - starts[-1])))
