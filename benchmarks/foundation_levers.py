@@ -15,7 +15,6 @@ segmentation and on BUSI classification.
 from __future__ import annotations
 
 import argparse
-import csv
 import statistics
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -70,9 +69,7 @@ LEVERS = (
 
 def _recipe_rows(path: Path, task: str) -> list[dict[str, Any]]:
     """``recipe_checks.csv`` (columns ``task, arm, label_ratio, seed, dice``) as a study's rows for one task."""
-    with open(path, newline="", encoding="utf-8") as f:
-        return [{"name": r["arm"], "label_ratio": float(r["label_ratio"]), "seed": int(r["seed"]), "dice": float(r["dice"])}
-                for r in csv.DictReader(f) if r["task"] == task]
+    return [{**r, "name": r["arm"]} for r in read_study_csv(path) if r["task"] == task]
 
 
 def study_rows(weights: Path, folder: str, task: str) -> list[dict[str, Any]]:
